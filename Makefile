@@ -7,6 +7,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.fastssl-installed
 SYSTEM_PACKAGES := libopencv-dev libturbojpeg0-dev pkg-config dataset-fashion-mnist
 PYTEST_ARGS ?=
+# pip on some machines warns once per index entry it cannot read; keep the log readable
+# while pipefail still passes pip's own exit code on.
+SHELL := bash
+.SHELLFLAGS := -o pipefail -c
+PIP_QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
 .PHONY: setup system-packages test demo lint format bench clean
 
@@ -28,8 +33,8 @@ system-packages:
 $(STAMP): pyproject.toml constraints.txt
 	@$(MAKE) --no-print-directory system-packages
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt torch torchvision
-	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e ".[dali,ffcv,dev]"
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt torch torchvision $(PIP_QUIET)
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e ".[dali,ffcv,dev]" $(PIP_QUIET)
 	@touch $(STAMP)
 
 test: setup
