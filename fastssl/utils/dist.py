@@ -49,6 +49,13 @@ def world_size() -> int:
     return 1
 
 
+def _world() -> torch_dist.ProcessGroup:
+    group = torch_dist.group.WORLD
+    if group is None:  # unreachable once is_distributed() is True
+        raise RuntimeError("no default process group: call torch.distributed.init_process_group")
+    return group
+
+
 def gather_cat(input: torch.Tensor) -> torch.Tensor:
     """Concatenates ``input`` from all processes along dim 0, keeping gradients.
 
@@ -65,7 +72,7 @@ def gather_cat(input: torch.Tensor) -> torch.Tensor:
         return input
     from torch.distributed import _functional_collectives as fc
 
-    gathered = fc.all_gather_single_autograd(input.contiguous(), 0, torch_dist.group.WORLD)
+    gathered = fc.all_gather_single_autograd(input.contiguous(), 0, _world())
     return fc.wait_tensor(gathered)
 
 
@@ -96,7 +103,7 @@ def all_reduce_sum(input: torch.Tensor) -> torch.Tensor:
         return input
     from torch.distributed import _functional_collectives as fc
 
-    return fc.wait_tensor(fc.all_reduce(input.detach(), "sum", torch_dist.group.WORLD))
+    return fc.wait_tensor(fc.all_reduce(input.detach(), "sum", _world()))
 
 
 def all_reduce_mean(input: torch.Tensor) -> torch.Tensor:
