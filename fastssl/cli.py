@@ -12,6 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import ModuleType
 
 from fastssl import __version__
 
@@ -26,9 +27,19 @@ class Command:
 
 
 COMMANDS: tuple[Command, ...] = (
-    Command("shards", "fastssl.data.shards_cli", "convert an image folder into WebDataset or FFCV shards"),
-    Command("pretrain", "fastssl.train.cli", "pretrain a self-supervised method from a YAML recipe"),
-    Command("profile", "fastssl.profile.cli", "measure data loading against compute and say which bounds a run"),
+    Command(
+        "shards",
+        "fastssl.data.shards_cli",
+        "convert an image folder into WebDataset or FFCV shards",
+    ),
+    Command(
+        "pretrain", "fastssl.train.cli", "pretrain a self-supervised method from a YAML recipe"
+    ),
+    Command(
+        "profile",
+        "fastssl.profile.cli",
+        "measure data loading against compute and say which bounds a run",
+    ),
     Command("eval", "fastssl.eval.cli", "evaluate a checkpoint: kNN, linear probe or fine-tuning"),
 )
 
@@ -37,7 +48,7 @@ class CommandUnavailableError(RuntimeError):
     """Raised when a command's implementation is not part of this installation."""
 
 
-def _load(command: Command):  # type: ignore[no-untyped-def]
+def _load(command: Command) -> ModuleType:
     try:
         return importlib.import_module(command.module)
     except ModuleNotFoundError as error:

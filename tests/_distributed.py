@@ -44,7 +44,9 @@ def _worker(
             dist.destroy_process_group()
 
 
-def run_distributed(fn: Callable[..., Any], world_size: int, *args: Any, timeout: float = 300) -> list[Any]:
+def run_distributed(
+    fn: Callable[..., Any], world_size: int, *args: Any, timeout: float = 300
+) -> list[Any]:
     """Runs ``fn(*args)`` on ``world_size`` gloo processes and returns results by rank."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()

@@ -50,10 +50,18 @@ def write_split(images: np.ndarray, labels: np.ndarray, out: Path, count: int, s
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="output folder (gets train/ and test/)")
-    parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="IDX folder (default: %(default)s)")
-    parser.add_argument("--train", type=int, default=10_000, help="training images (default: %(default)s)")
-    parser.add_argument("--test", type=int, default=2_000, help="test images (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the subset choice (default: %(default)s)")
+    parser.add_argument(
+        "--source", type=Path, default=DEFAULT_SOURCE, help="IDX folder (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--train", type=int, default=10_000, help="training images (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--test", type=int, default=2_000, help="test images (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the subset choice (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     if not (args.source / "train-images-idx3-ubyte.gz").exists():
         print(

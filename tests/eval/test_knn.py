@@ -5,7 +5,9 @@ from lightly.utils.benchmarking import knn_predict as lightly_knn_predict
 from fastssl.eval import knn_accuracy, knn_predict
 
 
-def _naive_top1(query: torch.Tensor, bank: torch.Tensor, labels: torch.Tensor, c: int, k: int, t: float) -> list[int]:
+def _naive_top1(
+    query: torch.Tensor, bank: torch.Tensor, labels: torch.Tensor, c: int, k: int, t: float
+) -> list[int]:
     out = []
     for q in query:
         sims = [(float(q @ bank[:, j]), int(labels[j])) for j in range(bank.shape[1])]
