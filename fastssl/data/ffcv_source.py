@@ -1,0 +1,131 @@
+"""Opens the FFCV ``.beton`` of ``fastssl shards --format ffcv`` with a plain decode pipeline.
+
+The file holds two fields, ``image`` (``RGBImageField``) and ``label`` (``IntField``), in
+the conversion's seeded sample order (see :mod:`fastssl.data.shards`). This helper
+decodes without augmentation: batches are ``(images, labels)`` with images a uint8
+tensor of shape (B, 3, H, W) and labels an int64 tensor of shape (B,). FFCV batches
+need one image size: with ``resolution=None`` every stored image must already have the
+same size (FFCV's ``SimpleRGBImageDecoder``); with ``resolution=R`` each image is
+center-cropped (``crop_ratio`` of its shorter side) and resized to R x R.
+The augmentation engine builds richer pipelines on the same file.
+
+FFCV is imported only when a loader is made; a missing FFCV gives an ImportError that
+says how to install it.
+
+Example:
+    >>> from fastssl.data.ffcv_source import ffcv_loader
+    >>> loader = ffcv_loader("shards/", batch_size=256, resolution=224)
+    >>> for images, labels in loader:  # (256, 3, 224, 224) uint8, (256,) int64
+    ...     ...
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from fastssl.data.shards import FFCV_NAME, MANIFEST_NAME
+
+
+def _import_ffcv() -> Any:
+    try:
+        import ffcv
+        import ffcv.fields.basics
+        import ffcv.fields.rgb_image
+        import ffcv.loader
+        import ffcv.transforms
+    except ImportError as error:
+        raise ImportError(
+            "reading .beton files needs FFCV: pip install 'fastssl[ffcv]' (it builds against "
+            "the system libraries libopencv-dev and libturbojpeg); or convert with "
+            "--format webdataset and use fastssl.data.webdataset_source"
+        ) from error
+    return ffcv
+
+
+def beton_path(root: str | os.PathLike[str]) -> str:
+    """The ``.beton`` file of a ``fastssl shards --format ffcv`` output (or a .beton path).
+
+    Raises:
+        FileNotFoundError: When there is no finished FFCV conversion there.
+        ValueError: When the folder holds another format.
+    """
+    path = os.fspath(root)
+    if os.path.isfile(path):
+        return path
+    manifest = os.path.join(path, MANIFEST_NAME)
+    if not os.path.exists(manifest):
+        raise FileNotFoundError(f"{manifest} not found: {path!r} is not a finished conversion")
+    with open(manifest) as handle:
+        found = json.load(handle).get("format")
+    if found != "ffcv":
+        raise ValueError(f"{path!r} holds format {found!r}; ffcv_loader reads 'ffcv'")
+    return os.path.join(path, FFCV_NAME)
+
+
+def ffcv_loader(
+    root: str | os.PathLike[str],
+    batch_size: int,
+    num_workers: int = 1,
+    order: Literal["sequential", "random", "quasi_random"] = "sequential",
+    seed: int = 0,
+    resolution: int | None = None,
+    crop_ratio: float = 224 / 256,
+    drop_last: bool = False,
+    distributed: bool = False,
+    indices: Sequence[int] | None = None,
+) -> Any:
+    """An ``ffcv.loader.Loader`` over the file, decoding to uint8 (B, 3, H, W) and labels.
+
+    Args:
+        root: Output folder of the conversion, or the ``.beton`` path.
+        batch_size: Samples per batch.
+        num_workers: FFCV decoding threads.
+        order: ``sequential`` (the file's order), ``random`` or ``quasi_random``.
+        seed: Seed of the random orders.
+        resolution: None to keep the stored size (all images must share it), or the
+            side of a center crop resized to ``resolution`` x ``resolution``.
+        crop_ratio: Fraction of the shorter side the center crop keeps.
+        drop_last: Drop the last incomplete batch.
+        distributed: Let FFCV split the samples over the torch.distributed ranks.
+        indices: Read only these samples.
+
+    Raises:
+        ImportError: When FFCV is not installed.
+        ValueError: When an argument is out of range.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be at least 1")
+    if order not in ("sequential", "random", "quasi_random"):
+        raise ValueError(f"order={order!r}; use 'sequential', 'random' or 'quasi_random'")
+    if resolution is not None and resolution < 1:
+        raise ValueError(f"resolution={resolution} must be a positive number of pixels")
+    path = beton_path(root)
+    ffcv = _import_ffcv()
+    from ffcv.fields.basics import IntDecoder
+    from ffcv.fields.rgb_image import CenterCropRGBImageDecoder, SimpleRGBImageDecoder
+    from ffcv.loader import Loader, OrderOption
+    from ffcv.transforms import Squeeze, ToTensor, ToTorchImage
+
+    decoder = (
+        SimpleRGBImageDecoder()
+        if resolution is None
+        else CenterCropRGBImageDecoder((resolution, resolution), ratio=crop_ratio)
+    )
+    del ffcv
+    return Loader(
+        path,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        order=OrderOption[order.upper()],
+        seed=seed,
+        drop_last=drop_last,
+        distributed=distributed,
+        indices=None if indices is None else list(indices),
+        pipelines={
+            "image": [decoder, ToTensor(), ToTorchImage()],
+            "label": [IntDecoder(), ToTensor(), Squeeze()],
+        },
+    )

@@ -1,0 +1,401 @@
+"""Reads the WebDataset shards of ``fastssl shards`` for a torch ``DataLoader``.
+
+:class:`WebDatasetSource` is an ``IterableDataset`` yielding ``(sample, target, key)``
+like LightlyDataset's ``(sample, target, filename)``. Each epoch every sample is
+delivered exactly once across all ranks x DataLoader workers:
+
+* **Order.** The shard order is shuffled with ``seed + epoch`` (the same on every rank),
+  and the shards' samples, concatenated in that order, form the epoch's sequence of N
+  samples (N from the manifest).
+* **Split.** The sequence is cut into ``world_size`` contiguous ranges, one per rank,
+  each cut again into one contiguous range per DataLoader worker. Ranges are split at
+  sample granularity (a worker may start in the middle of a shard: it skips the tar
+  headers before its first sample), so nothing is lost or repeated when the counts do
+  not divide. By default range sizes differ by at most one (rank r gets
+  ``[r*N//R, (r+1)*N//R)``); with ``drop_last=True`` every rank gets exactly
+  ``N // world_size`` samples and the last ``N % world_size`` samples of the epoch's
+  sequence (different ones each epoch) are left out of that epoch, so that all ranks run
+  the same number of steps under DDP.
+* **Shuffle.** Each worker passes its samples through a shuffle buffer seeded by
+  ``(seed, epoch, rank, worker)``. Call :meth:`set_epoch` before each epoch.
+* **Resume.** :meth:`state_dict` records how many samples each worker of this rank has
+  delivered this epoch; :meth:`load_state_dict` makes the next iteration skip exactly
+  those (their bytes are read to replay the shuffle buffer, but not decoded). With
+  ``num_workers=0`` the count is kept automatically; with workers the main process
+  cannot see them, so pass the keys of each delivered batch to :meth:`mark_delivered`
+  (each key tells which worker produced it). Resume with the same ``world_size`` and
+  ``num_workers``.
+
+Safety: a tar member with an absolute path, a ``..`` component, a (hard or symbolic)
+link or a device/FIFO raises :class:`UnsafeShardError` naming the shard and member.
+With ``verify=True`` (default) each process hashes a shard the first time it opens it
+and raises :class:`ShardChecksumError` naming it when the sha256 differs from the
+manifest; this reads a shard twice on first use (the second read hits the page cache),
+once per process lifetime, so use ``persistent_workers=True`` to pay it once per run,
+or ``verify=False`` to skip it.
+
+Why ``tarfile`` and not the ``webdataset`` package: exact-once splitting at sample
+granularity, the member-type checks and the resumable position all need control over
+where a worker starts and stops inside a shard, which the package's shard-level
+pipeline stages do not give; a tar reader is 40 lines.
+
+Example:
+    >>> from torch.utils.data import DataLoader
+    >>> from fastssl.data.webdataset_source import WebDatasetSource
+    >>> source = WebDatasetSource("shards/", transform=my_transform, seed=0)
+    >>> loader = DataLoader(source, batch_size=256, num_workers=8, persistent_workers=True)
+    >>> for epoch in range(10):
+    ...     source.set_epoch(epoch)
+    ...     for views, targets, keys in loader:
+    ...         ...
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import io
+import json
+import os
+import random
+import tarfile
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from PIL import Image
+from torch.utils.data import IterableDataset, get_worker_info
+
+from fastssl.utils import dist
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm")
+
+
+class UnsafeShardError(ValueError):
+    """A tar member that could escape or fool a reader: absolute, ``..``, link, device."""
+
+
+class ShardChecksumError(ValueError):
+    """A shard's sha256 differs from the one in its manifest."""
+
+
+def _consumer_range(total: int, parts: int, index: int) -> tuple[int, int]:
+    return index * total // parts, (index + 1) * total // parts
+
+
+def _check_member(shard: str, member: tarfile.TarInfo) -> None:
+    name = member.name
+    problem = None
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        problem = "has an absolute path"
+    elif ".." in name.replace("\\", "/").split("/"):
+        problem = "has a '..' path component"
+    elif member.issym() or member.islnk():
+        problem = f"is a link (to {member.linkname!r})"
+    elif member.ischr() or member.isblk() or member.isfifo():
+        problem = "is a device or FIFO"
+    elif not (member.isfile() or member.isdir()):
+        problem = f"has unsupported tar type {member.type!r}"
+    if problem is not None:
+        raise UnsafeShardError(f"shard {shard}: member {name!r} {problem}; refusing to read it")
+
+
+def iter_shard(path: str, start: int = 0, stop: int | None = None) -> Iterator[dict[str, Any]]:
+    """Yields samples ``start..stop-1`` of a tar as ``{"__key__": key, ext: bytes, ...}``.
+
+    Members are grouped into samples by key (the name up to the first dot of its last
+    path component), as WebDataset and DALI do. Every member header read, skipped ones
+    included, is checked (see :class:`UnsafeShardError`); the data of samples before
+    ``start`` is seeked over, not read.
+    """
+    index, current = -1, None
+    sample: dict[str, Any] = {}
+    with tarfile.open(path, mode="r:") as archive:
+        for member in archive:
+            _check_member(path, member)
+            if member.isdir():
+                continue
+            base = member.name.rsplit("/", 1)[-1]
+            dot = base.find(".")
+            if dot <= 0:
+                continue  # no extension or a hidden file: not part of a sample
+            prefix = member.name[: len(member.name) - len(base) + dot]
+            if prefix != current:
+                if index >= start and sample:
+                    yield sample
+                index, current, sample = index + 1, prefix, {"__key__": prefix}
+                if stop is not None and index >= stop:
+                    return
+            if index >= start:
+                handle = archive.extractfile(member)
+                assert handle is not None  # a regular file (checked above)
+                sample[base[dot + 1 :].lower()] = handle.read()
+    if index >= start and sample and (stop is None or index < stop):
+        yield sample
+
+
+def sha256_file(path: str) -> str:
+    """The hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+_VERIFIED: set[tuple[str, int, int]] = set()  # (path, size, mtime_ns) hashed in this process
+
+
+def _verify_shard(path: str, expected: str) -> None:
+    stat = os.stat(path)
+    token = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+    if token in _VERIFIED:
+        return
+    found = sha256_file(path)
+    if found != expected:
+        raise ShardChecksumError(
+            f"shard {path}: sha256 {found} does not match the manifest's {expected}; "
+            f"the file is corrupt or was replaced: convert again"
+        )
+    _VERIFIED.add(token)
+
+
+def shuffle_buffer(items: Iterator[Any], size: int, rng: random.Random) -> Iterator[Any]:
+    """Streams ``items`` through a buffer of ``size``, yielding a random buffered item
+    each step (WebDataset's ``shuffle``); ``size <= 1`` keeps the order."""
+    if size <= 1:
+        yield from items
+        return
+    buffer: list[Any] = []
+    for item in items:
+        if len(buffer) < size:
+            buffer.append(item)
+            continue
+        pick = rng.randrange(size)
+        buffer[pick], item = item, buffer[pick]
+        yield item
+    rng.shuffle(buffer)
+    yield from buffer
+
+
+def decode_image(sample: dict[str, Any]) -> Image.Image:
+    """The RGB PIL image of a sample's first image member."""
+    for ext in IMAGE_EXTENSIONS:
+        if ext in sample:
+            with Image.open(io.BytesIO(sample[ext])) as image:
+                return image.convert("RGB")
+    members = sorted(k for k in sample if k != "__key__")
+    raise ValueError(f"sample {sample['__key__']!r} has no image member (members: {members})")
+
+
+class WebDatasetSource(IterableDataset):
+    """Samples of a ``fastssl shards`` output, exactly once per epoch across ranks x workers.
+
+    Args:
+        root: Folder holding ``manifest.json`` and the shards.
+        transform: Applied to each RGB PIL image (e.g. a multi-view transform).
+        seed: Seeds the shard order and shuffle buffers (with the epoch).
+        shuffle: Shuffle shards and samples; False reads in write order, no buffer.
+        shuffle_buffer: Samples held by each worker's shuffle buffer.
+        rank: This process's rank (default: ``fastssl.utils.dist.rank()``).
+        world_size: Number of ranks (default: ``fastssl.utils.dist.world_size()``).
+        drop_last: Give every rank ``N // world_size`` samples (see the module doc).
+        verify: Check each shard's sha256 the first time a process opens it.
+
+    Yields:
+        ``(transform(image), target, key)``: target is the class index from ``.cls``.
+
+    Example:
+        >>> source = WebDatasetSource("shards/", rank=0, world_size=2)
+        >>> image, target, key = next(iter(source))
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        transform: Callable[[Image.Image], Any] | None = None,
+        seed: int = 0,
+        shuffle: bool = True,
+        shuffle_buffer: int = 1000,
+        rank: int | None = None,
+        world_size: int | None = None,
+        drop_last: bool = False,
+        verify: bool = True,
+    ) -> None:
+        super().__init__()
+        self.root = os.fspath(root)
+        manifest_path = os.path.join(self.root, "manifest.json")
+        if not os.path.exists(manifest_path):
+            raise FileNotFoundError(
+                f"{manifest_path} not found: root={self.root!r} is not a finished "
+                f"`fastssl shards` output"
+            )
+        with open(manifest_path) as handle:
+            self.manifest: dict[str, Any] = json.load(handle)
+        if self.manifest.get("format") != "webdataset":
+            raise ValueError(
+                f"root={self.root!r} holds format {self.manifest.get('format')!r}; "
+                f"WebDatasetSource reads 'webdataset' (use fastssl.data.ffcv_source for ffcv)"
+            )
+        self.world_size = dist.world_size() if world_size is None else world_size
+        self.rank = dist.rank() if rank is None else rank
+        if self.world_size < 1 or not 0 <= self.rank < self.world_size:
+            raise ValueError(
+                f"rank={self.rank} and world_size={self.world_size} are invalid; "
+                f"need world_size >= 1 and 0 <= rank < world_size"
+            )
+        if shuffle_buffer < 0:
+            raise ValueError(f"shuffle_buffer={shuffle_buffer} must be >= 0")
+        self.transform = transform
+        self.seed, self.shuffle, self.buffer_size = seed, shuffle, shuffle_buffer
+        self.drop_last, self.verify = drop_last, verify
+        self.classes: list[str] = list(self.manifest["classes"])
+        self._counts = [int(s["num_samples"]) for s in self.manifest["shards"]]
+        # Keys are write positions and shards hold consecutive keys: shard s starts here.
+        self._starts = [sum(self._counts[:s]) for s in range(len(self._counts))]
+        self.epoch = 0
+        self._delivered: dict[int, int] = {}  # worker -> samples delivered this epoch
+        self._skip: dict[int, int] = {}  # worker -> samples to skip (from load_state_dict)
+        self._num_workers: int | None = None  # of the DataLoader, once known
+
+    # -- sizes and layout ------------------------------------------------------------------
+
+    @property
+    def num_samples(self) -> int:
+        """Samples in the whole dataset (the manifest's count)."""
+        return sum(self._counts)
+
+    def _rank_range(self) -> tuple[int, int]:
+        total = self.num_samples
+        if self.drop_last:
+            per = total // self.world_size
+            return self.rank * per, (self.rank + 1) * per
+        return _consumer_range(total, self.world_size, self.rank)
+
+    def __len__(self) -> int:
+        """Samples this rank delivers per epoch."""
+        start, stop = self._rank_range()
+        return stop - start
+
+    def _shard_order(self, epoch: int) -> list[int]:
+        order = list(range(len(self._counts)))
+        if self.shuffle:
+            random.Random(f"{self.seed}/{epoch}/shards").shuffle(order)
+        return order
+
+    def _worker_range(self, worker: int, num_workers: int) -> tuple[int, int]:
+        start, stop = self._rank_range()
+        low, high = _consumer_range(stop - start, num_workers, worker)
+        return start + low, start + high
+
+    def set_epoch(self, epoch: int) -> None:
+        """Selects the epoch (reshuffles); clears delivery counts of another epoch."""
+        if epoch != self.epoch:
+            self._delivered, self._skip = {}, {}
+        self.epoch = epoch
+
+    # -- iteration -------------------------------------------------------------------------
+
+    def _read(self, order: Sequence[int], start: int, stop: int) -> Iterator[dict[str, Any]]:
+        """Samples at positions [start, stop) of the epoch's concatenated shard sequence."""
+        position = 0
+        for shard in order:
+            count = self._counts[shard]
+            low, high = max(start - position, 0), min(stop - position, count)
+            position += count
+            if low >= high:
+                continue
+            entry = self.manifest["shards"][shard]
+            path = os.path.join(self.root, entry["file"])
+            if self.verify:
+                _verify_shard(path, entry["sha256"])
+            found = 0
+            for sample in iter_shard(path, low, high):
+                found += 1
+                yield sample
+            if found != high - low:
+                raise ValueError(
+                    f"shard {path}: holds fewer samples than the manifest's {count}; "
+                    f"the shard is corrupt: convert again"
+                )
+
+    def __iter__(self) -> Iterator[tuple[Any, int, str]]:
+        info = get_worker_info()
+        worker, num_workers = (0, 1) if info is None else (info.id, info.num_workers)
+        if self._num_workers is not None and max(self._num_workers, 1) != num_workers:
+            raise ValueError(
+                f"this source was resumed or marked for num_workers={self._num_workers} "
+                f"but runs in a DataLoader with num_workers={num_workers}"
+            )
+        start, stop = self._worker_range(worker, num_workers)
+        stream = self._read(self._shard_order(self.epoch), start, stop)
+        if self.shuffle:
+            rng = random.Random(f"{self.seed}/{self.epoch}/{self.rank}/{worker}")
+            stream = shuffle_buffer(stream, self.buffer_size, rng)
+        skip = self._skip.get(worker, 0)
+        for position, sample in enumerate(stream):
+            if position < skip:
+                continue  # delivered before the resume: replayed, not decoded
+            image = decode_image(sample)
+            target = int(sample["cls"]) if "cls" in sample else 0
+            if info is None:
+                self._delivered[0] = position + 1
+            yield (self.transform(image) if self.transform else image), target, sample["__key__"]
+
+    # -- resumable position ------------------------------------------------------------------
+
+    def mark_delivered(self, keys: Sequence[str], num_workers: int) -> None:
+        """Records that the DataLoader (with ``num_workers``) delivered these keys.
+
+        Call it with each batch's keys when iterating with workers, so that
+        :meth:`state_dict` knows how far each worker got (each worker delivers its
+        samples in order, so a count per worker is the whole position). With
+        ``num_workers=0`` the source counts by itself and this does nothing.
+        """
+        if num_workers == 0:
+            return
+        self._num_workers = num_workers
+        offsets, position = {}, 0
+        for shard in self._shard_order(self.epoch):
+            offsets[shard] = position
+            position += self._counts[shard]
+        bounds = [self._worker_range(w, num_workers)[0] for w in range(1, num_workers)]
+        start, stop = self._rank_range()
+        for key in keys:
+            index = int(key.rsplit("/", 1)[-1])
+            shard = bisect.bisect_right(self._starts, index) - 1
+            position = offsets[shard] + index - self._starts[shard]
+            if not start <= position < stop:
+                raise ValueError(
+                    f"key {key!r} is not delivered to rank {self.rank} in epoch {self.epoch}"
+                )
+            worker = bisect.bisect_right(bounds, position)
+            self._delivered[worker] = self._delivered.get(worker, 0) + 1
+
+    def state_dict(self) -> dict[str, Any]:
+        """The epoch and, per worker, how many of its samples were delivered."""
+        workers = max(self._num_workers or 0, 1)
+        return {
+            "epoch": self.epoch,
+            "seed": self.seed,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "num_workers": self._num_workers or 0,
+            "delivered": [self._delivered.get(w, 0) for w in range(workers)],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resumes: the next iteration skips what ``state`` says was delivered.
+
+        Raises:
+            ValueError: When ``state`` comes from another seed or world size.
+        """
+        for name in ("seed", "world_size", "rank"):
+            if state[name] != getattr(self, name):
+                raise ValueError(
+                    f"cannot resume: state has {name}={state[name]}, this source has "
+                    f"{name}={getattr(self, name)}"
+                )
+        self.epoch = int(state["epoch"])
+        self._num_workers = int(state["num_workers"]) if state["num_workers"] else None
+        self._skip = dict(enumerate(int(n) for n in state["delivered"]))
+        self._delivered = dict(self._skip)

@@ -1,0 +1,1 @@
+"""See the package documentation; public names are re-exported here."""
