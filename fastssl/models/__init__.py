@@ -1,1 +1,6 @@
-"""See the package documentation; public names are re-exported here."""
+"""Models: reusable modules (``fastssl.models.modules``), utilities
+(``fastssl.models.utils``) and synchronized batch norm (``fastssl.models.batchnorm``)."""
+
+from fastssl.models import utils
+
+__all__ = ["utils"]

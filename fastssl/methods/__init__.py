@@ -1,0 +1,67 @@
+"""The ready methods and their registry.
+
+``list_methods()`` names them; ``get(name)`` returns the class; ``create(name, **kwargs)``
+builds one. The table below is the registry: modules are imported only when a method is
+asked for, and nothing registers itself by import side effects.
+
+Example:
+    >>> from fastssl import methods
+    >>> "simclr" in methods.list_methods()
+    True
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from fastssl.methods.base import Method, OptimizerDefaults, StepInfo
+
+#: name -> "module:Class"
+_REGISTRY: dict[str, str] = {
+    "aim": "fastssl.methods.aim:AIM",
+    "barlowtwins": "fastssl.methods.barlowtwins:BarlowTwins",
+    "byol": "fastssl.methods.byol:BYOL",
+    "dcl": "fastssl.methods.dcl:DCL",
+    "dclw": "fastssl.methods.dcl:DCLW",
+    "densecl": "fastssl.methods.densecl:DenseCL",
+    "dino": "fastssl.methods.dino:DINO",
+    "mae": "fastssl.methods.mae:MAE",
+    "moco": "fastssl.methods.moco:MoCo",
+    "msn": "fastssl.methods.msn:MSN",
+    "nnclr": "fastssl.methods.nnclr:NNCLR",
+    "pmsn": "fastssl.methods.msn:PMSN",
+    "simclr": "fastssl.methods.simclr:SimCLR",
+    "simmim": "fastssl.methods.simmim:SimMIM",
+    "simsiam": "fastssl.methods.simsiam:SimSiam",
+    "swav": "fastssl.methods.swav:SwaV",
+    "tico": "fastssl.methods.tico:TiCo",
+    "vicreg": "fastssl.methods.vicreg:VICReg",
+}
+
+
+def list_methods() -> list[str]:
+    """Names of the ready methods, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> type[Method]:
+    """The method class registered under ``name`` (case-insensitive).
+
+    Raises:
+        ValueError: For an unknown name, listing the known ones.
+    """
+    key = name.lower().replace("-", "").replace("_", "")
+    if key not in _REGISTRY:
+        raise ValueError(f"unknown method {name!r}: choose one of {', '.join(list_methods())}")
+    module_name, class_name = _REGISTRY[key].split(":")
+    cls: type[Method] = getattr(importlib.import_module(module_name), class_name)
+    return cls
+
+
+def create(name: str, **kwargs: Any) -> Method:
+    """Builds the method ``name`` with ``kwargs`` (backbone, input_size, hyper-parameters)."""
+    return get(name)(**kwargs)
+
+
+__all__ = ["Method", "OptimizerDefaults", "StepInfo", "create", "get", "list_methods"]

@@ -1,0 +1,118 @@
+"""The contract every ready method fulfils, so the engine, the CLI and the tests can
+drive any of them the same way.
+
+A method is an ``nn.Module`` that owns its backbone, heads, loss, momentum or teacher
+networks, its default views and the hyper-parameters of its paper. One call,
+:meth:`Method.training_step`, takes the views of a batch and returns the loss; schedules
+(EMA momentum, teacher temperature, frozen layers) are driven by the :class:`StepInfo`
+passed in, so a method holds no hidden step counter and resumes exactly.
+
+Example:
+    >>> import torch
+    >>> from fastssl import methods
+    >>> model = methods.create("simclr", backbone="resnet18", input_size=32)
+    >>> views = [torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)]
+    >>> loss = model.training_step(views, methods.StepInfo(step=0, max_steps=10))
+    >>> loss.backward()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from torch import Tensor, nn
+
+from fastssl.models.backbones import build_backbone
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """Where training stands, for schedules that depend on progress."""
+
+    step: int = 0  # optimizer steps done so far (0 at the first step)
+    max_steps: int = 1  # total optimizer steps of the run
+    epoch: int = 0  # current epoch (0-based)
+    max_epochs: int = 1  # total epochs of the run
+
+    @property
+    def progress(self) -> float:
+        """Fraction of training done, in [0, 1]."""
+        return min(max(self.step / max(self.max_steps, 1), 0.0), 1.0)
+
+
+@dataclass(frozen=True)
+class OptimizerDefaults:
+    """The optimizer of the method's paper, for the training engine."""
+
+    name: Literal["sgd", "lars", "adamw"] = "sgd"
+    lr: float = 0.06  # learning rate for a batch of `reference_batch_size`
+    reference_batch_size: int = 256  # lr scales with batch_size / this
+    lr_scaling: Literal["linear", "sqrt", "none"] = "linear"
+    weight_decay: float = 5e-4
+    momentum: float = 0.9  # SGD/LARS momentum
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW
+    warmup_epochs: int = 10
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. LARS trust_coefficient
+
+
+class Method(nn.Module):
+    """Base class of the ready methods.
+
+    Subclasses set :attr:`name`, build their heads and loss in ``__init__`` (calling
+    ``super().__init__(backbone, input_size)`` first, which provides ``self.backbone``
+    and ``self.feature_dim``), and implement :meth:`training_step` and
+    :meth:`default_transform`. Arguments of subclasses default to their paper's values.
+
+    Args:
+        backbone: A backbone name for :func:`fastssl.models.backbones.build_backbone`
+            (e.g. ``"resnet50"``, ``"vit_b_16"``, ``"timm:vit_small_patch16_224"``) or a
+            module mapping images (B, 3, H, W) to features (B, D).
+        input_size: Training resolution of the default (global) views, in pixels.
+        feature_dim: D when ``backbone`` is a module (measured when None).
+    """
+
+    #: Registry name (``fastssl.methods.get(name)``).
+    name: ClassVar[str] = ""
+    #: The optimizer and learning rate of the paper.
+    optimizer_defaults: ClassVar[OptimizerDefaults] = OptimizerDefaults()
+
+    def __init__(
+        self,
+        backbone: str | nn.Module = "resnet50",
+        input_size: int = 224,
+        feature_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.input_size = input_size
+        self.backbone, self.feature_dim = build_backbone(backbone, input_size, feature_dim)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Backbone features of shape (B, D) for images of shape (B, 3, H, W)."""
+        return self.backbone(images).flatten(start_dim=1)
+
+    def training_step(self, views: Sequence[Tensor], info: StepInfo = StepInfo()) -> Tensor:
+        """Computes the loss of one batch.
+
+        Args:
+            views: The views of the default transform, each of shape (B, 3, h, w)
+                (multi-crop methods get global views first, then local ones).
+            info: Training progress, for momentum / temperature schedules.
+
+        Returns:
+            The scalar loss to backpropagate.
+        """
+        raise NotImplementedError
+
+    def before_optimizer_step(self, info: StepInfo) -> None:
+        """Called after backward, before the optimizer step (e.g. to cancel the gradient
+        of layers frozen early in training). Default: nothing."""
+
+    def default_transform(self) -> Any:
+        """The multi-view transform of the paper at ``self.input_size``."""
+        raise NotImplementedError
+
+    def trainable_modules(self) -> list[nn.Module]:
+        """Modules the optimizer updates (momentum / teacher copies excluded)."""
+        return [self]
