@@ -41,6 +41,7 @@ COMMANDS: tuple[Command, ...] = (
         "measure data loading against compute and say which bounds a run",
     ),
     Command("eval", "fastssl.eval.cli", "evaluate a checkpoint: kNN, linear probe or fine-tuning"),
+    Command("export", "fastssl.eval.export_cli", "write a checkpoint's backbone weights for reuse"),
 )
 
 
