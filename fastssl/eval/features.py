@@ -1,0 +1,281 @@
+"""Labeled evaluation data and frozen-backbone feature extraction.
+
+A labeled source is an image folder with one subfolder per class (torchvision
+``ImageFolder`` layout) or a ``fastssl shards`` WebDataset output (classes from its
+manifest). Images go through the evaluation transform of :func:`eval_transform`
+(deterministic: resize + center crop, ImageNet normalisation) and through the backbone
+without gradients; features and labels are gathered on the CPU.
+
+Validation labels are mapped onto the training classes *by name* (:func:`class_mapping`),
+so a validation folder that lacks some training classes still scores correctly, and one
+with a class the training set does not have is an error instead of silently wrong labels.
+
+Example:
+    >>> train = open_labeled("train/", eval_transform(32))  # doctest: +SKIP
+    >>> feats = extract_features(backbone, train, batch_size=256)  # doctest: +SKIP
+    >>> feats.features.shape, feats.labels.shape  # doctest: +SKIP
+    (torch.Size([5000, 512]), torch.Size([5000]))
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import torch
+from PIL import Image
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms as T
+from tqdm import tqdm
+
+from fastssl.data.dataset import LightlyDataset
+from fastssl.data.loader import detect_source
+from fastssl.data.webdataset_source import WebDatasetSource
+from fastssl.models.backbones import SMALL_INPUT_SIZE
+
+#: ImageNet channel statistics, as used by torchvision and every SSL evaluation protocol.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ToRGB:
+    """Converts a PIL image of any mode (grayscale, palette, RGBA) to RGB.
+
+    A class rather than a lambda so that DataLoader workers can pickle the transform.
+    """
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def eval_transform(input_size: int) -> Callable[[Image.Image], Tensor]:
+    """The deterministic evaluation transform: PIL image -> (3, input_size, input_size).
+
+    Above 64 px the short side is resized to ``input_size`` and the center is cropped (the
+    standard protocol keeps the aspect ratio); at 64 px or less the image is resized to a
+    square directly, since small datasets (CIFAR, STL at 64) are already square and a crop
+    would throw away border pixels the backbone was trained on.
+
+    Args:
+        input_size: Side of the output in pixels.
+
+    Returns:
+        A callable mapping a PIL image to a normalised float tensor (3, input_size, input_size).
+
+    >>> eval_transform(32)(Image.new("L", (40, 50))).shape
+    torch.Size([3, 32, 32])
+    """
+    if input_size < 1:
+        raise ValueError(f"input_size must be >= 1, got {input_size}")
+    resize: list[Any]
+    if input_size <= SMALL_INPUT_SIZE:
+        resize = [T.Resize((input_size, input_size))]
+    else:
+        resize = [T.Resize(input_size), T.CenterCrop(input_size)]
+    return T.Compose(
+        [ToRGB(), *resize, T.ToTensor(), T.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)]
+    )
+
+
+@dataclass
+class LabeledData:
+    """A labeled image source ready for a DataLoader.
+
+    Attributes:
+        source: The folder it was opened from.
+        kind: ``"folder"`` or ``"webdataset"``.
+        dataset: Map-style (folder) or iterable (shards) dataset yielding
+            ``(transform(image), target, key)``.
+        classes: Class names; ``target`` indexes this list.
+    """
+
+    source: str
+    kind: str
+    dataset: Any
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def set_transform(self, transform: Callable[[Image.Image], Any]) -> None:
+        """Replaces the transform applied to every image."""
+        self.dataset.transform = transform
+
+
+def open_labeled(
+    source: str | os.PathLike[str],
+    transform: Callable[[Image.Image], Any] | None = None,
+    *,
+    shuffle: bool = False,
+    seed: int = 0,
+) -> LabeledData:
+    """Opens a labeled image folder (one subfolder per class) or WebDataset shards.
+
+    Args:
+        source: Image folder with class subfolders, or a ``fastssl shards`` output folder.
+        transform: Applied to each PIL image.
+        shuffle: For shards only: shuffle shards and samples (seeded by ``seed`` and the
+            epoch set with ``dataset.set_epoch``); folders are shuffled by the DataLoader.
+        seed: Seed of the shard shuffle.
+
+    Returns:
+        The :class:`LabeledData`.
+
+    Raises:
+        FileNotFoundError: If ``source`` does not exist or a class folder has no image.
+        ValueError: If ``source`` is empty, has no class subfolders, is FFCV, or holds
+            unlabeled shards; the message names ``source``.
+    """
+    path = os.fspath(source)
+    kind = detect_source(path)  # raises for a missing path or an empty folder
+    if kind == "ffcv":
+        raise ValueError(
+            f"{path!r} is an FFCV .beton; evaluation reads an image folder with class "
+            "subfolders or `fastssl shards --format webdataset` output"
+        )
+    if kind == "webdataset":
+        shards = WebDatasetSource(
+            path, transform=transform, shuffle=shuffle, seed=seed, rank=0, world_size=1
+        )
+        if shards.classes in ([], ["."]):
+            raise ValueError(
+                f"shards {path!r} were converted from a folder without class subfolders; "
+                "evaluation needs labels: convert a folder with one subfolder per class"
+            )
+        return LabeledData(path, kind, shards, list(shards.classes))
+    dataset = LightlyDataset(path, transform)
+    classes = list(dataset.dataset.classes)
+    if not classes:
+        raise ValueError(
+            f"image folder {path!r} has no class subfolders; evaluation needs labels: put "
+            "the images of each class in their own subfolder (torchvision ImageFolder layout)"
+        )
+    return LabeledData(path, kind, dataset, classes)
+
+
+def class_mapping(train_classes: list[str], data: LabeledData) -> Tensor:
+    """Maps ``data``'s targets onto the indices of ``train_classes`` by class name.
+
+    Returns:
+        A long tensor ``m`` of shape (len(data.classes),): ``m[target]`` is the index of
+        that class in ``train_classes``.
+
+    Raises:
+        ValueError: If ``data`` has classes that ``train_classes`` lacks (named in the
+            message with the source).
+    """
+    index = {name: i for i, name in enumerate(train_classes)}
+    unknown = [name for name in data.classes if name not in index]
+    if unknown:
+        shown = ", ".join(repr(name) for name in unknown[:10])
+        raise ValueError(
+            f"{data.source!r} has {len(unknown)} classes that the training set does not have "
+            f"({shown}{', ...' if len(unknown) > 10 else ''}); train classes are "
+            f"{', '.join(repr(n) for n in train_classes[:10])}"
+            f"{', ...' if len(train_classes) > 10 else ''}"
+        )
+    return torch.tensor([index[name] for name in data.classes], dtype=torch.long)
+
+
+def make_eval_loader(
+    data: LabeledData,
+    batch_size: int,
+    num_workers: int = 0,
+    shuffle: bool = False,
+    seed: int = 0,
+    drop_last: bool = False,
+    pin_memory: bool = False,
+) -> DataLoader[Any]:
+    """A DataLoader of ``(images (B, 3, H, W), targets (B,), keys)`` over ``data``."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    iterable = data.kind == "webdataset"
+    return DataLoader(
+        cast(Dataset[Any], data.dataset),
+        batch_size=batch_size,
+        shuffle=shuffle and not iterable,  # shards shuffle themselves
+        num_workers=num_workers,
+        drop_last=drop_last,
+        pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(seed),
+        persistent_workers=False,
+    )
+
+
+@dataclass
+class Features:
+    """Features of a labeled source.
+
+    Attributes:
+        features: Float tensor (N, D) on the CPU.
+        labels: Long tensor (N,) of class indices.
+        keys: The N sample names (file paths relative to the folder, or shard keys).
+    """
+
+    features: Tensor
+    labels: Tensor
+    keys: list[str]
+
+
+class PixelFeatures(nn.Module):
+    """The raw-pixel baseline: an image (B, 3, H, W) becomes its flattened pixels (B, 3HW)."""
+
+    def forward(self, images: Tensor) -> Tensor:
+        return images.flatten(start_dim=1)
+
+
+@torch.no_grad()
+def extract_features(
+    backbone: nn.Module,
+    data: LabeledData,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+    target_map: Tensor | None = None,
+    progress: bool = False,
+) -> Features:
+    """Runs a frozen backbone over every sample of ``data`` once.
+
+    Args:
+        backbone: Maps images (B, 3, H, W) to features (B, D) (or (B, D, 1, 1)); run in
+            eval mode (its previous mode is restored afterwards).
+        data: The labeled source, with its evaluation transform set.
+        batch_size: Images per forward pass.
+        num_workers: DataLoader worker processes.
+        device: Where the backbone runs; features come back on the CPU.
+        target_map: Optional (C_data,) tensor mapping ``data``'s targets to other class
+            indices (see :func:`class_mapping`).
+        progress: Show a progress bar.
+
+    Returns:
+        :class:`Features` with N = len(data) rows.
+
+    Raises:
+        ValueError: If ``data`` yields no sample.
+    """
+    was_training = backbone.training
+    backbone.eval()
+    device = torch.device(device)
+    loader = make_eval_loader(data, batch_size, num_workers, pin_memory=device.type == "cuda")
+    chunks: list[Tensor] = []
+    labels: list[Tensor] = []
+    keys: list[str] = []
+    try:
+        for images, targets, names in tqdm(
+            loader, desc=f"features {data.source}", disable=not progress, leave=False
+        ):
+            out = backbone(images.to(device, non_blocking=True))
+            chunks.append(out.flatten(start_dim=1).float().cpu())
+            labels.append(torch.as_tensor(targets, dtype=torch.long))
+            keys.extend(names)
+    finally:
+        backbone.train(was_training)
+    if not chunks:
+        raise ValueError(f"{data.source!r} yielded no images to extract features from")
+    label_tensor = torch.cat(labels)
+    if target_map is not None:
+        label_tensor = target_map[label_tensor]
+    return Features(torch.cat(chunks), label_tensor, keys)

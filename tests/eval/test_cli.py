@@ -1,0 +1,203 @@
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastssl import cli
+from tests.eval.conftest import make_folder, save_checkpoint
+
+BASE = ["--workers", "0", "--quiet", "--batch-size", "8"]
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> tuple[str, str]:
+    train = make_folder(tmp_path / "train", per_class=8)
+    val = make_folder(tmp_path / "val", per_class=4, seed=1)
+    return str(train), str(val)
+
+
+@pytest.fixture
+def ckpt(tmp_path: Path, tiny_registered: None) -> str:
+    return str(save_checkpoint(tmp_path / "tiny.ckpt")[0])
+
+
+def _eval(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = cli.main(["eval", *argv, *BASE])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_knn_separable_colors_and_json(
+    ckpt: str, data: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report_path = tmp_path / "out" / "knn.json"
+    argv = ["knn", "--checkpoint", ckpt, "--train", data[0], "--val", data[1], "--k", "10"]
+    code, out, err = _eval([*argv, "--json", str(report_path)], capsys)
+    assert code == 0, err
+    assert "kNN Top1" in out and "1.000" in out and "Linear Top1" not in out
+    report = json.loads(report_path.read_text())
+    assert report["results"]["knn"]["top1"] == 1.0
+    assert report["results"]["knn"]["k"] == 10 and report["results"]["knn"]["temperature"] == 0.1
+    assert {k: report[k] for k in ("method", "backbone", "feature_dim", "input_size")} == {
+        "method": "tiny", "backbone": "tiny", "feature_dim": 8, "input_size": 16,
+    }  # fmt: skip
+    assert (report["num_train"], report["num_val"], report["num_classes"]) == (24, 12, 3)
+    assert report["checkpoint"] == ckpt and report["seed"] == 0 and report["device"] == "cpu"
+
+
+def test_knn_with_shuffled_labels_is_near_chance(
+    ckpt: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = random.Random(0)
+    names = ("a", "b")
+
+    def shuffled(i: int, color: str) -> str:
+        return rng.choice(names)
+
+    train = make_folder(tmp_path / "train", per_class=20, label_of=shuffled)
+    val = make_folder(tmp_path / "val", per_class=20, seed=1, label_of=shuffled)
+    report_path = tmp_path / "r.json"
+    code, _, err = _eval(
+        ["knn", "--checkpoint", ckpt, "--train", str(train), "--val", str(val),
+         "--json", str(report_path)], capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    top1 = json.loads(report_path.read_text())["results"]["knn"]["top1"]
+    assert 0.25 <= top1 <= 0.75  # chance is 0.5; the colour-separable case above gives 1.0
+
+
+def test_all_modes_share_one_table(
+    ckpt: str, data: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report_path = tmp_path / "all.json"
+    code, out, err = _eval(
+        ["finetune", "knn", "linear", "--checkpoint", ckpt, "--train", data[0], "--val",
+         data[1], "--epochs", "2", "--json", str(report_path)], capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    header = out.splitlines()[0]
+    assert header.index("Linear Top1") < header.index("Finetune Top1") < header.index("kNN Top1")
+    results = json.loads(report_path.read_text())["results"]
+    assert results["linear"]["epochs"] == 2 and len(results["linear"]["losses"]) == 2
+    assert results["linear"]["top1"] > 0.95 and results["linear"]["batch_norm"] is True
+    assert results["finetune"]["epochs"] == 2 and results["finetune"]["optimizer"] == "sgd"
+    assert results["finetune"]["lr"] == 0.05 and results["finetune"]["weight_decay"] == 1e-4
+    for mode in ("linear", "finetune", "knn"):
+        assert 0.0 <= results[mode]["top1"] <= results[mode]["top5"] <= 1.0
+
+
+@pytest.mark.parametrize(("spec", "dim"), [("pixels", 3 * 16 * 16), ("random:resnet18", 512)])
+def test_baselines(
+    spec: str, dim: int, data: tuple[str, str], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    report_path = tmp_path / "b.json"
+    code, _, err = _eval(
+        ["knn", "--checkpoint", spec, "--input-size", "16", "--train", data[0], "--val",
+         data[1], "--json", str(report_path)], capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    report = json.loads(report_path.read_text())
+    assert report["feature_dim"] == dim and report["method"] in ("pixels", "random")
+    assert report["results"]["knn"]["top1"] == 1.0  # colours separate even without training
+
+
+def test_random_baseline_is_seeded() -> None:
+    from fastssl.eval.cli import resolve_model
+
+    a, b = (resolve_model("random:resnet18", 16, seed=1) for _ in range(2))
+    c = resolve_model("random:resnet18", 16, seed=2)
+    assert torch.equal(a.backbone.conv1.weight, b.backbone.conv1.weight)
+    assert not torch.equal(a.backbone.conv1.weight, c.backbone.conv1.weight)
+
+
+def test_help_documents_the_baselines(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["eval", "--help"])
+    out = capsys.readouterr().out
+    assert "random:<backbone>" in out and "pixels" in out and "--temperature" in out
+
+
+def _bad_checkpoint(tmp_path: Path) -> str:
+    path = tmp_path / "weights.pt"
+    torch.save({"conv.weight": torch.zeros(1)}, path)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("missing_checkpoint", r"checkpoint '.*missing.ckpt' does not exist"),
+        ("wrong_format", r"checkpoint '.*weights.pt' is a bare state_dict"),
+        (
+            "unknown_val_class",
+            r"val2' has 1 classes that the training set does not have \('purple'\)",
+        ),
+        ("empty_train", r"empty' is an empty folder"),
+        ("missing_val", r"data path '.*nowhere' does not exist"),
+        ("pixels_without_size", "--checkpoint pixels needs --input-size"),
+        ("pixels_finetune", "pixels has no weights to fine-tune"),
+        ("unknown_backbone", "unknown backbone 'resnet7'"),
+    ],
+)
+def test_bad_inputs_give_clear_errors(
+    case: str, message: str, ckpt: str, data: tuple[str, str], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    train, val = data
+    mode, checkpoint, extra = "knn", ckpt, []
+    if case == "missing_checkpoint":
+        checkpoint = str(tmp_path / "missing.ckpt")
+    elif case == "wrong_format":
+        checkpoint = _bad_checkpoint(tmp_path)
+    elif case == "unknown_val_class":
+        val = str(make_folder(tmp_path / "val2", 1, classes=("red",)))
+        (tmp_path / "val2" / "red").rename(tmp_path / "val2" / "purple")
+    elif case == "empty_train":
+        (tmp_path / "empty").mkdir()
+        train = str(tmp_path / "empty")
+    elif case == "missing_val":
+        val = str(tmp_path / "nowhere")
+    elif case == "pixels_without_size":
+        checkpoint = "pixels"
+    elif case == "pixels_finetune":
+        mode, checkpoint, extra = "finetune", "pixels", ["--input-size", "8"]
+    elif case == "unknown_backbone":
+        checkpoint, extra = "random:resnet7", ["--input-size", "8"]
+    code, out, err = _eval(
+        [mode, "--checkpoint", checkpoint, "--train", train, "--val", val, *extra], capsys
+    )
+    assert code == 2 and out == ""
+    assert err.startswith("fastssl eval: error: ")
+    assert __import__("re").search(message, err), err
+
+
+def test_bad_option_values_are_rejected_by_the_parser(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["eval", "knn", "--checkpoint", "x", "--train", "a", "--val", "b", "--k", "0"])
+    assert info.value.code == 2
+    assert "'0' must be at least 1" in capsys.readouterr().err
+
+
+def test_knn_and_linear_from_shards_with_workers(
+    ckpt: str, data: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fastssl.data.shards import ShardSettings, convert
+
+    for name, folder in zip(("train", "val"), data, strict=True):
+        convert(folder, tmp_path / f"{name}_shards", ShardSettings(max_count=7), workers=1)
+    report_path = tmp_path / "shards.json"
+    code = cli.main(
+        ["eval", "knn", "linear", "--checkpoint", ckpt, "--train", str(tmp_path / "train_shards"),
+         "--val", str(tmp_path / "val_shards"), "--k", "10", "--epochs", "5", "--workers", "2",
+         "--quiet", "--batch-size", "8", "--json", str(report_path)],
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    report = json.loads(report_path.read_text())
+    assert (report["num_train"], report["num_val"]) == (24, 12)  # every sample, once
+    assert report["results"]["knn"]["top1"] == 1.0
+    assert report["results"]["linear"]["top1"] > 0.95
