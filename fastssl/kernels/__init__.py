@@ -1,0 +1,1 @@
+"""Fused loss kernels: CPU autograd functions and Triton kernels (see ``contrastive``)."""
