@@ -6,8 +6,15 @@ yields batches with one structure, ``(views, targets, keys)``: ``views`` a list 
 (B, 3, h, w) float tensors (one per view), ``targets`` a (B,) long tensor, ``keys`` a list
 of B strings (file names or shard keys).
 
-Backends: ``"torch"`` (torchvision v2 augmentation in DataLoader workers: the fallback
-that works everywhere). ``"auto"`` picks the fastest installed backend for the source.
+Backends:
+
+* ``"torch"``: torchvision v2 augmentation in DataLoader workers; the fallback that works
+  everywhere, for folders and shards.
+* ``"dali"``: the transform's ViewSpecs compiled into an NVIDIA DALI pipeline
+  (:mod:`fastssl.dali`), for folders and shards; ``dali_device="mixed"`` decodes on the GPU.
+* ``"ffcv"``: an FFCV loader per view over a ``.beton``; covers the ViewSpecs FFCV can
+  express (random resized crop, horizontal flip, normalization) and names what it cannot.
+* ``"auto"``: FFCV for a ``.beton``; DALI when installed for folders and shards; else torch.
 
 Example:
     >>> from fastssl.transforms import SimCLRTransform
@@ -20,9 +27,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, Protocol, cast
 
 import torch
 from torch import Tensor
@@ -31,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from fastssl.data.dataset import LightlyDataset
 from fastssl.data.multi_view_collate import MultiViewCollate
 from fastssl.data.webdataset_source import WebDatasetSource
+from fastssl.transforms.view_spec import ViewSpec
 from fastssl.utils import dist
 
 SourceKind = Literal["folder", "webdataset", "ffcv"]
@@ -66,27 +74,39 @@ def detect_source(source: str | os.PathLike[str]) -> SourceKind:
     return "folder"
 
 
+class SizedBatches(Protocol):
+    """What a :class:`Loader` wraps: an iterable of batches with a length."""
+
+    def __iter__(self) -> Iterator[Batch]: ...
+
+    def __len__(self) -> int: ...
+
+
 class Loader:
     """An iterable of ``(views, targets, keys)`` batches with a length and epochs.
 
     Attributes:
         kind: The source kind.
-        backend: The backend that produces the batches.
+        backend: The backend that produces the batches (``"torch"``, ``"dali"``, ``"ffcv"``).
         batch_size: Samples per batch (per process).
+        dataset: The torch dataset (torch backend) or None.
     """
 
     def __init__(
         self,
-        batches: DataLoader[Any],
+        batches: SizedBatches | DataLoader[Any],
         kind: SourceKind,
         backend: str,
         on_epoch: Callable[[int], None],
+        batch_size: int | None = None,
     ) -> None:
         self._batches = batches
         self._on_epoch = on_epoch
         self.kind, self.backend = kind, backend
-        self.batch_size = int(batches.batch_size or 1)
-        self.dataset = batches.dataset
+        if batch_size is None:
+            batch_size = int(getattr(batches, "batch_size", None) or 1)
+        self.batch_size = batch_size
+        self.dataset = getattr(batches, "dataset", None)
 
     def set_epoch(self, epoch: int) -> None:
         """Reshuffles for ``epoch``: the same seed and epoch give the same order."""
@@ -96,7 +116,59 @@ class Loader:
         return len(self._batches)
 
     def __iter__(self) -> Iterator[Batch]:
-        return iter(self._batches)
+        return iter(cast(Iterable[Batch], self._batches))
+
+
+def resolve_backend(backend: str, kind: SourceKind) -> str:
+    """The backend that ``backend`` means for a source of ``kind`` (resolves ``"auto"``).
+
+    Raises:
+        ValueError: For an unknown backend or one that cannot read ``kind``.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is unknown: choose one of {', '.join(BACKENDS)}")
+    if backend == "auto":
+        if kind == "ffcv":
+            return "ffcv"
+        from fastssl.dali.pipeline import dali_available
+
+        return "dali" if dali_available() else "torch"
+    if kind == "ffcv" and backend != "ffcv":
+        raise ValueError(f"backend={backend!r} cannot read an FFCV .beton: use backend='ffcv'")
+    if kind != "ffcv" and backend == "ffcv":
+        raise ValueError(
+            f"backend='ffcv' reads .beton files, not a {kind} source: convert it with "
+            f"`fastssl shards --format ffcv`, or use backend='dali' or 'torch'"
+        )
+    return backend
+
+
+def view_specs_of(transform: Any) -> list[ViewSpec]:
+    """The ViewSpecs the DALI / FFCV engines compile from ``transform``.
+
+    Accepts a multi-view transform (``.view_specs``), a single view (``.view_spec``), a
+    ViewSpec or a list of ViewSpecs.
+
+    Raises:
+        ValueError: If ``transform`` carries no ViewSpec.
+    """
+    if isinstance(transform, ViewSpec):
+        return [transform]
+    if (
+        isinstance(transform, Sequence)
+        and transform
+        and all(isinstance(spec, ViewSpec) for spec in transform)
+    ):
+        return list(transform)
+    if hasattr(transform, "view_specs"):
+        return list(transform.view_specs)
+    spec = getattr(transform, "view_spec", None)
+    if isinstance(spec, ViewSpec):
+        return [spec]
+    raise ValueError(
+        f"transform={transform!r} has no view_specs: backends 'dali' and 'ffcv' compile "
+        f"fastssl transforms built from ViewSpecs; use backend='torch' for other callables"
+    )
 
 
 def make_loader(
@@ -111,6 +183,8 @@ def make_loader(
     rank: int | None = None,
     world_size: int | None = None,
     strict: bool = False,
+    dali_device: Literal["cpu", "mixed"] = "cpu",
+    dtype: torch.dtype = torch.float32,
 ) -> Loader:
     """Builds the training loader for ``source``.
 
@@ -120,33 +194,50 @@ def make_loader(
             than torch compile its ``view_specs``.
         backend: ``"auto"``, ``"torch"``, ``"dali"`` or ``"ffcv"``.
         batch_size: Samples per batch on this process.
-        num_workers: Loader processes (default: the usable CPU cores).
+        num_workers: Loader processes (torch) or threads (DALI, FFCV); default: the usable
+            CPU cores.
         shuffle: Shuffle every epoch (seeded by ``seed`` and the epoch).
         drop_last: Drop the last incomplete batch (contrastive losses want full batches).
-        seed: Seed of the data order.
+        seed: Seed of the data order (and of DALI's augmentations).
         rank: This process's rank (default: from torch.distributed).
         world_size: Number of processes (default: from torch.distributed).
-        strict: Raise on an unreadable image instead of skipping it with a warning.
+        strict: Raise on an unreadable image instead of skipping it with a warning (torch).
+        dali_device: ``"cpu"`` or ``"mixed"`` (decode on the GPU of this rank) for DALI.
+        dtype: Dtype of the views: float32 (every backend), float16 or bfloat16 (DALI, FFCV).
 
     Returns:
         A :class:`Loader`.
 
     Raises:
-        ValueError: For an unknown backend, or one that cannot read this source.
+        ValueError: For an unknown backend, one that cannot read this source, or a view
+            the backend cannot express.
+        FileNotFoundError: When ``source`` does not exist.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is unknown: choose one of {', '.join(BACKENDS)}")
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1")
     kind = detect_source(source)
-    chosen = "torch" if backend == "auto" else backend
-    if chosen != "torch":
-        raise ValueError(f"backend={backend!r} is not available in this build: use backend='torch'")
-    if kind == "ffcv":
-        raise ValueError(f"{source}: an FFCV .beton needs backend='ffcv'")
+    chosen = resolve_backend(backend, kind)
     rank = dist.rank() if rank is None else rank
     world_size = dist.world_size() if world_size is None else world_size
     workers = len(os.sched_getaffinity(0)) if num_workers is None else num_workers
+    if chosen == "torch" and dtype != torch.float32:
+        raise ValueError(
+            f"dtype={dtype} needs backend='dali' or 'ffcv'; backend='torch' gives float32"
+        )
+    if chosen == "dali":
+        return _dali_loader(
+            source, transform, kind, batch_size, workers, shuffle, drop_last, seed, rank,
+            world_size, dali_device, dtype,
+        )  # fmt: skip
+    if chosen == "ffcv":
+        batches = FFCVViews(
+            source, view_specs_of(transform), batch_size=batch_size, num_workers=max(workers, 1),
+            shuffle=shuffle, drop_last=drop_last, seed=seed, rank=rank, world_size=world_size,
+            dtype=dtype,
+        )  # fmt: skip
+        return Loader(batches, kind, "ffcv", batches.set_epoch, batch_size)
     common: dict[str, Any] = {
         "batch_size": batch_size,
         "num_workers": workers,
@@ -177,3 +268,201 @@ def make_loader(
         **common,
     )
     return Loader(loader, kind, "torch", sampler.set_epoch)
+
+
+def _dali_loader(
+    source: str | os.PathLike[str],
+    transform: Any,
+    kind: SourceKind,
+    batch_size: int,
+    threads: int,
+    shuffle: bool,
+    drop_last: bool,
+    seed: int,
+    rank: int,
+    world_size: int,
+    device: Literal["cpu", "mixed"],
+    dtype: torch.dtype,
+) -> Loader:
+    from fastssl.dali.iterator import DaliBatches
+    from fastssl.dali.pipeline import folder_reader, import_dali, webdataset_reader
+
+    import_dali()
+    reader = folder_reader(source) if kind == "folder" else webdataset_reader(source)
+    batches = DaliBatches(
+        reader,
+        view_specs_of(transform),
+        batch_size=batch_size,
+        num_threads=max(threads, 1),
+        device=device,
+        device_id=(torch.cuda.current_device() if device == "mixed" else None),
+        seed=seed,
+        shard_id=rank,
+        num_shards=world_size,
+        shuffle=shuffle,
+        drop_last=drop_last,
+        dtype=dtype,
+    )
+    return Loader(batches, kind, "dali", batches.set_epoch, batch_size)
+
+
+# ------------------------------------------------------------------------------- FFCV
+def ffcv_unsupported(spec: ViewSpec) -> str | None:
+    """Why FFCV cannot express ``spec`` (naming the field), or None when it can.
+
+    FFCV (0.0.x) decodes with a random resized crop (area-preserving resize), flips
+    horizontally and normalizes; it has no vertical flip, rotation, random-order color
+    jitter with hue, grayscale, Gaussian blur or solarization.
+    """
+    missing = {
+        "vf_prob": "vertical flip",
+        "rr_prob": "rotation",
+        "cj_prob": "ColorJitter (brightness, contrast, saturation and hue in random order)",
+        "gray_prob": "random grayscale",
+        "blur_prob": "Gaussian blur",
+        "solarize_prob": "solarization",
+    }
+    for name, op in missing.items():
+        value = getattr(spec, name)
+        if value > 0 and not (name == "cj_prob" and not _has_jitter(spec)):
+            return f"ViewSpec field {name}={value}: FFCV has no {op} op"
+    if spec.crop_size is None:
+        return "ViewSpec field crop_size=None: FFCV batches need one image size per view"
+    if spec.interpolation != "bilinear":
+        return (
+            f"ViewSpec field interpolation={spec.interpolation!r}: FFCV resizes with its own "
+            f"filter only (use 'bilinear')"
+        )
+    return None
+
+
+def _has_jitter(spec: ViewSpec) -> bool:
+    return any(j > 0 for j in (spec.cj_bright, spec.cj_contrast, spec.cj_sat, spec.cj_hue))
+
+
+class FFCVViews:
+    """``(views, targets, keys)`` batches from a ``.beton``: one FFCV loader per view.
+
+    FFCV 0.0.x maps each pipeline to one field, so each view has its own loader over the
+    same file; all use the same order seed, so batch i of every loader holds the same
+    samples. Keys are the samples' positions in the file (``fastssl shards`` keys).
+
+    Args:
+        source: ``.beton`` file or a ``fastssl shards --format ffcv`` folder.
+        specs: One ViewSpec per view (see :func:`ffcv_unsupported`).
+        batch_size: Samples per batch.
+        num_workers: FFCV threads.
+        shuffle: Random order (seeded with ``seed + epoch``) or the file's order.
+        drop_last: Drop the last incomplete batch.
+        seed: Order seed.
+        rank: This process's rank; it reads a contiguous 1/world_size of the samples.
+        world_size: Number of processes.
+        dtype: float32, float16 or bfloat16 views.
+
+    Raises:
+        ValueError: When a ViewSpec uses what FFCV cannot express, naming the field.
+    """
+
+    def __init__(
+        self,
+        source: str | os.PathLike[str],
+        specs: Sequence[ViewSpec],
+        *,
+        batch_size: int,
+        num_workers: int = 1,
+        shuffle: bool = True,
+        drop_last: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        for index, spec in enumerate(specs):
+            reason = ffcv_unsupported(spec)
+            if reason is not None:
+                raise ValueError(f"view {index}: {reason}; use backend='dali' or 'torch'")
+        if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise ValueError(f"dtype={dtype} is not supported: use float32, float16 or bfloat16")
+        from fastssl.data.ffcv_source import _import_ffcv, beton_path
+
+        _import_ffcv()
+        import numpy as np
+        from ffcv.fields.basics import IntDecoder
+        from ffcv.fields.rgb_image import RandomResizedCropRGBImageDecoder
+        from ffcv.loader import Loader as FFCVLoader
+        from ffcv.loader import OrderOption
+        from ffcv.reader import Reader
+        from ffcv.transforms import (
+            NormalizeImage,
+            RandomHorizontalFlip,
+            Squeeze,
+            ToTensor,
+            ToTorchImage,
+        )
+
+        path = beton_path(source)
+        total = int(Reader(path).num_samples)
+        start, stop = (total * rank) // world_size, (total * (rank + 1)) // world_size
+        self.batch_size, self.dtype = batch_size, dtype
+        self.loaders = []
+        for spec in specs:
+            size = spec.crop_size
+            assert size is not None
+            height, width = (size, size) if isinstance(size, int) else size
+            mean = spec.normalize_mean or (0.0, 0.0, 0.0)
+            std = spec.normalize_std or (1.0, 1.0, 1.0)
+            image: list[Any] = [
+                RandomResizedCropRGBImageDecoder(
+                    (height, width), scale=spec.crop_scale, ratio=spec.crop_ratio
+                )
+            ]
+            if spec.hf_prob > 0:
+                image.append(RandomHorizontalFlip(flip_prob=spec.hf_prob))
+            # Normalize on the HWC uint8 array (FFCV's jitted CPU op), then hand over to
+            # torch: one jitted stage then one plain stage. A jitted op after the torch
+            # ops would make a third stage, which FFCV 1.0.2's graph grouping never leaves.
+            image += [
+                NormalizeImage(
+                    np.array(mean) * 255.0,
+                    np.array(std) * 255.0,
+                    np.float16 if dtype == torch.float16 else np.float32,
+                ),
+                ToTensor(),
+                ToTorchImage(),
+            ]
+            self.loaders.append(
+                FFCVLoader(
+                    path,
+                    batch_size=batch_size,
+                    num_workers=num_workers,
+                    order=OrderOption.RANDOM if shuffle else OrderOption.SEQUENTIAL,
+                    seed=seed,
+                    drop_last=drop_last,
+                    indices=list(range(start, stop)),
+                    pipelines={
+                        "image": image,
+                        "label": [IntDecoder(), ToTensor(), Squeeze()],
+                    },
+                )
+            )
+
+    def set_epoch(self, epoch: int) -> None:
+        """Selects the epoch: its order is drawn with ``seed + epoch``."""
+        for loader in self.loaders:
+            loader.next_epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.loaders[0])
+
+    def __iter__(self) -> Iterator[Batch]:
+        from fastssl.data.shards import key
+
+        # The loaders draw the order of their coming epoch from (seed, epoch) alone.
+        order = list(self.loaders[0].next_traversal_order())
+        for index, batches in enumerate(zip(*self.loaders, strict=True)):
+            views = [images.contiguous() for images, _ in batches]
+            if self.dtype == torch.bfloat16:
+                views = [view.to(torch.bfloat16) for view in views]
+            targets = batches[0][1].reshape(-1).long()
+            chosen = order[index * self.batch_size : index * self.batch_size + len(targets)]
+            yield views, targets, [key(int(i)) for i in chosen]

@@ -1,0 +1,190 @@
+"""Data loaders side by side: LightlySSL 1.6 vs fastssl's torch, DALI and FFCV backends.
+
+All contenders load the same ImageNet-like JPEG folder (``make_photo_folder.py``: ~500x375,
+quality 90) into SimCLR's two 224 px views, batch 64, on the same CPU budget:
+
+* ``peer``: lightly 1.6 ``LightlyDataset`` + ``SimCLRTransform`` + ``DataLoader(num_workers=2)``;
+* ``torch_folder`` / ``torch_shards``: ``make_loader(backend="torch", num_workers=2)`` over the
+  folder / its ``fastssl shards`` WebDataset output;
+* ``dali_folder`` / ``dali_shards``: ``make_loader(backend="dali")``, DALI CPU, 2 threads;
+* ``ffcv``: measured only if FFCV can express SimCLR's views (it cannot: no color jitter,
+  grayscale or blur), else the reason is recorded;
+* ``decode_ceiling``: Pillow decoding the same files on 2 processes, nothing else.
+
+Each contender runs in its own subprocess (so none inherits another's threads) and is timed
+over ``--batches`` batches after ``--warmup`` batches. Prints images/s, the ratio to the peer
+and the fraction of the decode ceiling; writes ``benchmarks/results/loaders.json``.
+
+Usage::
+
+    python benchmarks/loaders.py                 # 1000 images in /tmp/fastssl-bench-photos
+    python benchmarks/loaders.py --images 300 --batches 4   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "loaders.json"
+MAKE_PHOTOS = Path("/work/shared/data/make_photo_folder.py")
+BATCH = 64
+WORKERS = 2
+CONTENDERS = ("peer", "torch_folder", "torch_shards", "dali_folder", "dali_shards", "ffcv")
+
+
+def _prepare(images: int, root: Path) -> tuple[Path, Path]:
+    folder, shards = root / f"photos-{images}", root / f"shards-{images}"
+    if not folder.exists():
+        subprocess.run([sys.executable, str(MAKE_PHOTOS), str(images), str(folder)], check=True)
+    if not (shards / "manifest.json").exists():
+        from fastssl.data.shards import ShardSettings, convert
+
+        convert(folder, shards, ShardSettings(max_count=250), workers=WORKERS)
+    return folder, shards
+
+
+def _loader(name: str, folder: Path, shards: Path) -> Any:
+    import torch
+
+    if name == "peer":
+        from lightly.data import LightlyDataset
+        from lightly.data.multi_view_collate import MultiViewCollate
+        from lightly.transforms import SimCLRTransform
+
+        dataset = LightlyDataset(str(folder), transform=SimCLRTransform(input_size=224))
+        batches = torch.utils.data.DataLoader(
+            dataset,
+            batch_size=BATCH,
+            shuffle=True,
+            num_workers=WORKERS,
+            collate_fn=MultiViewCollate(),
+            drop_last=True,
+            persistent_workers=True,
+        )
+
+        class Epochs:
+            def __iter__(self) -> Any:
+                return iter(batches)
+
+            def __len__(self) -> int:
+                return len(batches)
+
+            def set_epoch(self, epoch: int) -> None:
+                pass
+
+        return Epochs()
+    from fastssl.data.loader import make_loader
+    from fastssl.transforms.simclr_transform import SimCLRTransform
+
+    backend, source = name.split("_")
+    return make_loader(
+        folder if source == "folder" else shards,
+        SimCLRTransform(input_size=224),
+        backend=backend,  # type: ignore[arg-type]
+        batch_size=BATCH,
+        num_workers=WORKERS,
+    )
+
+
+def _decode(path: str) -> int:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.convert("RGB").size[0]
+
+
+def _measure(name: str, folder: Path, shards: Path, batches: int, warmup: int) -> dict[str, Any]:
+    if name == "decode_ceiling":
+        from multiprocessing import Pool
+
+        files = sorted(str(p) for p in folder.rglob("*.jpg"))
+        with Pool(WORKERS) as pool:
+            pool.map(_decode, files[:64], chunksize=8)  # warm the workers
+            start = time.perf_counter()
+            pool.map(_decode, files, chunksize=16)
+            seconds = time.perf_counter() - start
+        return {"images_per_s": len(files) / seconds, "images": len(files), "seconds": seconds}
+    if name == "ffcv":
+        from fastssl.data.loader import ffcv_unsupported
+        from fastssl.transforms.simclr_transform import SimCLRTransform
+
+        reasons = [ffcv_unsupported(spec) for spec in SimCLRTransform().view_specs]
+        if any(reasons):
+            return {"skipped": next(r for r in reasons if r)}
+    from fastssl.profile.cli import measure_loader
+
+    loader = _loader(name, folder, shards)
+    images, seconds, _ = measure_loader(loader, batches, warmup)
+    return {"images_per_s": images / seconds, "images": images, "seconds": seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--root", default="/tmp/fastssl-bench")
+    parser.add_argument("--batches", type=int, default=20, help="measured batches of 64")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--only", default=None, help=argparse.SUPPRESS)  # child process
+    args = parser.parse_args()
+    root = Path(args.root)
+    root.mkdir(parents=True, exist_ok=True)
+    folder, shards = _prepare(args.images, root)
+    if args.only:
+        result = _measure(args.only, folder, shards, args.batches, args.warmup)
+        print("RESULT " + json.dumps(result))
+        return
+    results: dict[str, Any] = {}
+    for name in ("decode_ceiling", *CONTENDERS):
+        command = [sys.executable, __file__, "--only", name, "--images", str(args.images)]
+        command += ["--root", args.root, "--batches", str(args.batches)]
+        command += ["--warmup", str(args.warmup)]
+        done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+        line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
+        if line is None:
+            results[name] = {"error": done.stderr.strip().splitlines()[-1:]}
+        else:
+            results[name] = json.loads(line[len("RESULT ") :])
+        print(f"{name}: {results[name]}", flush=True)
+    peer = results["peer"].get("images_per_s")
+    ceiling = results["decode_ceiling"].get("images_per_s")
+    print(f"\n{'loader':<16} {'images/s':>9} {'x peer':>7} {'of decode':>10}")
+    for name, result in results.items():
+        speed = result.get("images_per_s")
+        if speed is None:
+            print(f"{name:<16} {'-':>9}  {result.get('skipped') or result.get('error')}")
+            continue
+        ratio = f"{speed / peer:.2f}" if peer else "-"
+        share = f"{speed / ceiling:.0%}" if ceiling else "-"
+        result.update({"x_peer": speed / peer if peer else None})
+        result.update({"fraction_of_decode": speed / ceiling if ceiling else None})
+        print(f"{name:<16} {speed:>9.1f} {ratio:>7} {share:>10}")
+    uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    print(f"\nmachine: {os.cpu_count()} cpus; {uptime}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "setup": {
+            "images": args.images,
+            "image_size": "500x375 / 375x500 JPEG q90",
+            "views": "SimCLR 2 x 224",
+            "batch_size": BATCH,
+            "workers_or_threads": WORKERS,
+            "measured_batches": args.batches,
+            "warmup_batches": args.warmup,
+        },
+        "machine": {"cpus": os.cpu_count(), "uptime": uptime},
+        "results": results,
+    }
+    RESULTS.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

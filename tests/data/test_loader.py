@@ -1,0 +1,210 @@
+"""``make_loader``: every backend and source kind gives the same batch structure."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fastssl.data.loader import (
+    FFCVViews,
+    detect_source,
+    ffcv_unsupported,
+    make_loader,
+    resolve_backend,
+    view_specs_of,
+)
+from fastssl.data.shards import ShardSettings, convert
+from fastssl.transforms.multi_view_transform import MultiViewTransform, ViewTransform
+from fastssl.transforms.simclr_transform import SimCLRTransform
+from fastssl.transforms.view_spec import ViewSpec
+
+HAS_DALI = importlib.util.find_spec("nvidia.dali") is not None
+N = 20  # images: 2 classes of 10
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("loader")
+    rng = np.random.default_rng(0)
+    for index in range(N):
+        folder = root / "images" / f"c{index % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = rng.integers(0, 256, (40 + index, 48, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{index:03d}.jpg", quality=90)
+    convert(root / "images", root / "shards", ShardSettings(max_count=7), workers=1)
+    return {"folder": root / "images", "webdataset": root / "shards"}
+
+
+def _transform() -> SimCLRTransform:
+    return SimCLRTransform(input_size=24)
+
+
+BACKENDS = ["torch", pytest.param("dali", marks=pytest.mark.dali)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", ["folder", "webdataset"])
+def test_batch_structure_shapes_and_dtypes(
+    sources: dict[str, Path], backend: str, kind: str
+) -> None:
+    if backend == "dali" and not HAS_DALI:
+        pytest.skip("needs DALI")
+    loader = make_loader(
+        sources[kind],
+        _transform(),
+        backend=backend,
+        batch_size=8,
+        num_workers=1,  # type: ignore[arg-type]
+    )
+    assert (loader.backend, loader.kind, loader.batch_size, len(loader)) == (backend, kind, 8, 2)
+    batches = list(loader)
+    assert len(batches) == 2
+    names = {p.relative_to(sources["folder"]).as_posix() for p in sources["folder"].rglob("*.jpg")}
+    for views, targets, keys in batches:
+        assert isinstance(views, list) and len(views) == 2
+        for view in views:
+            assert view.shape == (8, 3, 24, 24) and view.dtype == torch.float32
+            assert torch.isfinite(view).all()
+        assert targets.shape == (8,) and targets.dtype == torch.long
+        assert set(targets.tolist()) <= {0, 1}
+        assert isinstance(keys, list) and len(keys) == 8 and all(isinstance(k, str) for k in keys)
+        if kind == "folder":
+            assert set(keys) <= names
+            # The class folder is the target.
+            assert all(int(k[1]) == t for k, t in zip(keys, targets.tolist(), strict=True))
+        else:
+            assert all(k.isdigit() and int(k) < N for k in keys)
+
+
+@pytest.mark.dali
+@pytest.mark.parametrize("kind", ["folder", "webdataset"])
+def test_dali_shards_by_rank_disjoint_and_complete(sources: dict[str, Path], kind: str) -> None:
+    pytest.importorskip("nvidia.dali")
+    seen = []
+    for rank in (0, 1):
+        loader = make_loader(
+            sources[kind],
+            _transform(),
+            backend="dali",
+            batch_size=4,
+            drop_last=False,
+            rank=rank,
+            world_size=2,
+            num_workers=1,
+        )
+        assert len(loader) == 3  # 10 samples per rank in batches of 4
+        keys = [key for _, _, batch_keys in loader for key in batch_keys]
+        assert len(keys) == len(set(keys)) == N // 2
+        seen.append(set(keys))
+    assert not seen[0] & seen[1]
+    assert len(seen[0] | seen[1]) == N
+
+
+@pytest.mark.dali
+def test_dali_epochs_are_seeded(sources: dict[str, Path]) -> None:
+    pytest.importorskip("nvidia.dali")
+
+    def order(epoch: int, seed: int) -> list[str]:
+        loader = make_loader(
+            sources["folder"], _transform(), backend="dali", batch_size=4, seed=seed, num_workers=1
+        )
+        loader.set_epoch(epoch)
+        return [key for _, _, keys in loader for key in keys]
+
+    assert order(1, seed=0) == order(1, seed=0)
+    assert order(1, seed=0) != order(2, seed=0)
+
+
+@pytest.mark.dali
+def test_dali_bfloat16_views(sources: dict[str, Path]) -> None:
+    pytest.importorskip("nvidia.dali")
+    loader = make_loader(
+        sources["folder"], _transform(), backend="dali", batch_size=4, dtype=torch.bfloat16
+    )
+    views, _, _ = next(iter(loader))
+    assert all(view.dtype == torch.bfloat16 for view in views)
+
+
+def test_auto_picks_dali_when_installed_and_ffcv_for_beton() -> None:
+    assert resolve_backend("auto", "folder") == ("dali" if HAS_DALI else "torch")
+    assert resolve_backend("auto", "webdataset") == ("dali" if HAS_DALI else "torch")
+    assert resolve_backend("auto", "ffcv") == "ffcv"
+
+
+def test_bad_backend_names_the_value(sources: dict[str, Path]) -> None:
+    with pytest.raises(ValueError, match="backend='spark' is unknown: choose one of auto"):
+        make_loader(sources["folder"], _transform(), backend="spark")  # type: ignore[arg-type]
+
+
+def test_missing_data_names_the_path(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        make_loader(tmp_path / "nowhere", _transform(), backend="torch")
+
+
+def test_beton_with_backend_torch_is_refused(tmp_path: Path) -> None:
+    beton = tmp_path / "data.beton"
+    beton.write_bytes(b"")
+    assert detect_source(beton) == "ffcv"
+    with pytest.raises(ValueError, match=r"backend=.torch. cannot read an FFCV \.beton"):
+        make_loader(beton, _transform(), backend="torch")
+
+
+def test_ffcv_backend_refuses_a_folder(sources: dict[str, Path]) -> None:
+    with pytest.raises(ValueError, match=r"backend=.ffcv. reads \.beton files, not a folder"):
+        make_loader(sources["folder"], _transform(), backend="ffcv")
+
+
+def test_torch_backend_refuses_half_precision(sources: dict[str, Path]) -> None:
+    with pytest.raises(ValueError, match=r"dtype=torch.float16 needs backend='dali' or 'ffcv'"):
+        make_loader(sources["folder"], _transform(), backend="torch", dtype=torch.float16)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"blur_prob": 0.5}, "ViewSpec field blur_prob=0.5: FFCV has no Gaussian blur op"),
+        ({"gray_prob": 0.2}, "ViewSpec field gray_prob=0.2: FFCV has no random grayscale op"),
+        ({"cj_prob": 0.8}, "ViewSpec field cj_prob=0.8: FFCV has no ColorJitter"),
+        ({"solarize_prob": 0.1}, "ViewSpec field solarize_prob=0.1: FFCV has no solarization"),
+        ({"vf_prob": 0.5}, "ViewSpec field vf_prob=0.5: FFCV has no vertical flip"),
+        ({"crop_size": None}, "ViewSpec field crop_size=None"),
+        ({"interpolation": "bicubic"}, "ViewSpec field interpolation='bicubic'"),
+    ],
+)
+def test_ffcv_names_what_it_cannot_express(change: dict[str, object], message: str) -> None:
+    plain = ViewSpec(crop_size=24, cj_prob=0.0, gray_prob=0.0, blur_prob=0.0)
+    assert ffcv_unsupported(plain) is None
+    reason = ffcv_unsupported(plain.replace(**change))
+    assert reason is not None and reason.startswith(message)
+    with pytest.raises(ValueError, match=r"view 0: ViewSpec field .*use backend=.dali. or .torch."):
+        FFCVViews("unused.beton", [plain.replace(**change)], batch_size=2)
+
+
+def test_view_specs_of_accepts_transforms_and_specs() -> None:
+    spec = ViewSpec(crop_size=8)
+    assert view_specs_of(spec) == [spec]
+    assert view_specs_of([spec, spec]) == [spec, spec]
+    assert view_specs_of(ViewTransform(spec)) == [spec]
+    assert view_specs_of(MultiViewTransform([ViewTransform(spec)] * 3)) == [spec] * 3
+    with pytest.raises(ValueError, match="has no view_specs"):
+        view_specs_of(lambda image: image)
+
+
+@pytest.mark.ffcv
+@pytest.mark.slow
+def test_ffcv_backend_structure(tmp_path: Path, sources: dict[str, Path]) -> None:
+    pytest.importorskip("ffcv")
+    convert(sources["folder"], tmp_path / "beton", ShardSettings(format="ffcv"), workers=1)
+    spec = ViewSpec(crop_size=24, cj_prob=0.0, gray_prob=0.0, blur_prob=0.0)
+    transform = MultiViewTransform([ViewTransform(spec), ViewTransform(spec.replace(crop_size=16))])
+    loader = make_loader(tmp_path / "beton", transform, backend="auto", batch_size=8, num_workers=1)
+    assert loader.backend == "ffcv" and len(loader) == 2
+    for views, targets, keys in loader:
+        assert [tuple(v.shape) for v in views] == [(8, 3, 24, 24), (8, 3, 16, 16)]
+        assert views[0].dtype == torch.float32 and targets.shape == (8,)
+        assert len(set(keys)) == 8 and all(k.isdigit() for k in keys)
