@@ -1,0 +1,143 @@
+"""BYOL: bootstrap your own latent.
+
+- Grill et al. 2020, "Bootstrap Your Own Latent: A New Approach to Self-Supervised
+  Learning", https://arxiv.org/abs/2006.07733
+
+An online network (backbone, projector, predictor) predicts the projection that a target
+network, an exponential moving average (EMA) of the online backbone and projector, gives
+to the other view. No negatives: the predictor and the slowly moving target avoid collapse.
+
+Example:
+    >>> import torch
+    >>> from fastssl.methods.base import StepInfo
+    >>> model = BYOL(backbone="resnet18", input_size=32, hidden_dim=32, output_dim=16)
+    >>> views = [torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)]
+    >>> loss = model.training_step(views, StepInfo(step=0, max_steps=10))
+    >>> loss.backward()
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from fastssl.loss.negative_cosine_similarity import NegativeCosineSimilarity
+from fastssl.methods import _vit
+from fastssl.methods.base import Method, OptimizerDefaults, StepInfo
+from fastssl.methods.dino import check_momentum
+from fastssl.methods.simclr import check_dims, two_views
+from fastssl.models.modules.heads.siamese import BYOLPredictionHead, BYOLProjectionHead
+from fastssl.models.utils import deactivate_requires_grad, update_momentum
+from fastssl.transforms.byol_transform import (
+    BYOLTransform,
+    BYOLView1Transform,
+    BYOLView2Transform,
+)
+from fastssl.utils.scheduler import cosine_schedule
+
+
+class BYOL(Method):
+    """BYOL (Grill et al. 2020, https://arxiv.org/abs/2006.07733).
+
+    Each step first moves the target towards the online network,
+    ``target = tau * target + (1 - tau) * online``, with ``tau`` following a cosine from
+    ``momentum_start`` to ``momentum_end`` over the run's optimizer steps, then computes the
+    symmetric loss ``0.5 * (ncs(p0, t1) + ncs(p1, t0))`` where ``p`` are online predictions,
+    ``t`` target projections (no gradient) and ``ncs`` the negative cosine similarity (the
+    paper's ``2 - 2 cos`` up to an affine map, as LightlySSL writes it).
+
+    Defaults are the paper's: projector and predictor 4096-256 with batch norm, tau
+    0.996 -> 1, LARS with lr 0.2 x B/256, weight decay 1.5e-6, 10 warm-up epochs,
+    BYOL's asymmetric views.
+
+    Args:
+        backbone: Backbone name or module (see :class:`~fastssl.methods.base.Method`).
+        input_size: Size of the views.
+        feature_dim: Backbone feature dimension D of a module (measured when None).
+        hidden_dim: Hidden width of the projector and the predictor.
+        output_dim: Output width of the projector and the predictor.
+        momentum_start: tau at the first step.
+        momentum_end: tau at the last step.
+
+    Shapes:
+        ``training_step`` views: 2 tensors (B, 3, input_size, input_size);
+        ``forward``: (B, 3, H, W) -> (B, D).
+    """
+
+    name: ClassVar[str] = "byol"
+    optimizer_defaults: ClassVar[OptimizerDefaults] = OptimizerDefaults(
+        name="lars",
+        lr=0.2,
+        reference_batch_size=256,
+        lr_scaling="linear",
+        weight_decay=1.5e-6,
+        momentum=0.9,
+        warmup_epochs=10,
+        extra={"trust_coefficient": 0.001},
+    )
+
+    def __init__(
+        self,
+        backbone: str | nn.Module = "resnet50",
+        input_size: int = 224,
+        feature_dim: int | None = None,
+        hidden_dim: int = 4096,
+        output_dim: int = 256,
+        momentum_start: float = 0.996,
+        momentum_end: float = 1.0,
+    ) -> None:
+        check_dims(hidden_dim=hidden_dim, output_dim=output_dim)
+        check_momentum(momentum_start, momentum_end)
+        super().__init__(backbone, input_size, feature_dim)
+        self.momentum_start, self.momentum_end = momentum_start, momentum_end
+        self.projection_head = BYOLProjectionHead(self.feature_dim, hidden_dim, output_dim)
+        self.prediction_head = BYOLPredictionHead(output_dim, hidden_dim, output_dim)
+        self.backbone_momentum = copy.deepcopy(self.backbone)
+        self.projection_head_momentum = copy.deepcopy(self.projection_head)
+        deactivate_requires_grad(self.backbone_momentum)
+        deactivate_requires_grad(self.projection_head_momentum)
+        self.criterion = NegativeCosineSimilarity()
+
+    def momentum(self, info: StepInfo) -> float:
+        """tau of the step: cosine from ``momentum_start`` to ``momentum_end``."""
+        step, max_steps = _vit.scheduled_step(info)
+        return cosine_schedule(step, max_steps, self.momentum_start, self.momentum_end)
+
+    def online(self, images: Tensor) -> Tensor:
+        """Online predictions (B, output_dim)."""
+        out: Tensor = self.prediction_head(self.projection_head(self(images)))
+        return out
+
+    @torch.no_grad()
+    def target(self, images: Tensor) -> Tensor:
+        """Target projections (B, output_dim), without gradient."""
+        out: Tensor = self.projection_head_momentum(
+            self.backbone_momentum(images).flatten(start_dim=1)
+        )
+        return out
+
+    def training_step(self, views: Sequence[Tensor], info: StepInfo = _vit.FIRST_STEP) -> Tensor:
+        """Symmetric BYOL loss of the two views."""
+        x0, x1 = two_views("BYOL", views)
+        tau = self.momentum(info)
+        update_momentum(self.backbone, self.backbone_momentum, tau)
+        update_momentum(self.projection_head, self.projection_head_momentum, tau)
+        p0, p1 = self.online(x0), self.online(x1)
+        t0, t1 = self.target(x0), self.target(x1)
+        loss: Tensor = 0.5 * (self.criterion(p0, t1) + self.criterion(p1, t0))
+        return loss
+
+    def default_transform(self) -> BYOLTransform:
+        """BYOL's asymmetric views (blur 1.0 / 0.1, solarization 0.0 / 0.2)."""
+        return BYOLTransform(
+            BYOLView1Transform(input_size=self.input_size),
+            BYOLView2Transform(input_size=self.input_size),
+        )
+
+    def trainable_modules(self) -> list[nn.Module]:
+        """The online backbone, projector and predictor (the target is an EMA)."""
+        return [self.backbone, self.projection_head, self.prediction_head]
