@@ -1,0 +1,107 @@
+"""``fastssl pretrain CONFIG [options]``: pretrain a method from a YAML recipe.
+
+Options override the recipe (``--batch-size 512`` sets ``data.batch_size``); any other
+field is reachable with ``--set key.sub=value`` (repeatable). Examples::
+
+    fastssl pretrain pipelines/simclr.yaml --data images/ --max-epochs 100
+    fastssl pretrain pipelines/dino.yaml --data shards/ --devices 8 --precision bf16-mixed \\
+        --set method_kwargs.backbone=vit_b_16 --set optimizer.lr=0.0005
+    fastssl pretrain pipelines/simclr.yaml --data images/ --resume runs/simclr/last.ckpt
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+#: CLI flag (argparse dest) -> recipe key.
+FLAG_KEYS: dict[str, str] = {
+    "data": "data.path",
+    "backend": "data.backend",
+    "input_size": "data.input_size",
+    "batch_size": "data.batch_size",
+    "num_workers": "data.num_workers",
+    "max_steps": "trainer.max_steps",
+    "max_epochs": "trainer.max_epochs",
+    "max_time": "trainer.max_time",
+    "accelerator": "trainer.accelerator",
+    "devices": "trainer.devices",
+    "num_nodes": "trainer.num_nodes",
+    "strategy": "trainer.strategy",
+    "precision": "trainer.precision",
+    "compile": "trainer.compile",
+    "seed": "trainer.seed",
+    "out": "trainer.out",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the options of ``fastssl pretrain`` to ``parser``."""
+    parser.add_argument("config", help="YAML recipe, e.g. pipelines/simclr.yaml")
+    parser.add_argument("--data", help="image folder, `fastssl shards` folder or .beton")
+    parser.add_argument("--backend", help="data engine: auto, torch, dali or ffcv")
+    parser.add_argument("--input-size", type=int, help="resolution of the global views")
+    parser.add_argument("--batch-size", type=int, help="GLOBAL batch size (all processes)")
+    parser.add_argument("--num-workers", type=int, help="loader processes per process")
+    parser.add_argument("--max-steps", type=int, help="stop after N optimizer steps")
+    parser.add_argument("--max-epochs", type=int, help="stop after N epochs")
+    parser.add_argument("--max-time", help="stop after DD:HH:MM:SS")
+    parser.add_argument("--accelerator", help="cpu, gpu or auto")
+    parser.add_argument("--devices", type=int, help="processes (GPUs) per node")
+    parser.add_argument("--num-nodes", type=int, help="number of nodes")
+    parser.add_argument("--strategy", help="Lightning strategy (default: ddp when distributed)")
+    parser.add_argument("--precision", help="32, 16-mixed or bf16-mixed")
+    parser.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.compile the backbone (default: on for GPUs, off on CPU)",
+    )
+    parser.add_argument("--resume", metavar="CKPT", help="resume from a checkpoint (last.ckpt)")
+    parser.add_argument("--seed", type=int, help="one seed for init, data order, augmentation")
+    parser.add_argument("--out", help="output folder (last.ckpt, summary.json, metrics.csv)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any recipe field, e.g. --set optimizer.lr=0.1 (repeatable)",
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    """The recipe of ``args.config`` with the flags, then ``--set`` overrides, applied."""
+    from fastssl.train.config import apply_overrides, load_config
+
+    config = load_config(args.config)
+    flags = {key: getattr(args, dest) for dest, key in FLAG_KEYS.items()}
+    flags = {key: value for key, value in flags.items() if value is not None}
+    return apply_overrides(config, list(args.overrides), values=flags)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs ``fastssl pretrain``; returns the exit code (0 ok, 1 non-finite loss, 2 usage)."""
+    from fastssl.train.config import ConfigError
+    from fastssl.train.engine import pretrain
+    from fastssl.train.module import NonFiniteLossError
+
+    try:
+        config = config_from_args(args)
+        summary = pretrain(config, resume=args.resume)
+    except NonFiniteLossError as error:
+        print(f"fastssl pretrain: error: {error}", file=sys.stderr)
+        return 1
+    except (ConfigError, FileNotFoundError, ValueError) as error:
+        print(f"fastssl pretrain: error: {error}", file=sys.stderr)
+        return 2
+    print(
+        f"fastssl pretrain: {summary['method']} {summary['steps']} steps, "
+        f"final loss {summary['final_loss']:.4f}, {summary['images_per_s']:.1f} images/s, "
+        f"data wait {summary['data_wait_fraction']:.0%} -> {summary['checkpoint']}"
+    )
+    return 0
+
+
+__all__ = ["add_arguments", "config_from_args", "run"]

@@ -1,0 +1,399 @@
+"""The Lightning module that trains any ready method, and its optimizer recipe.
+
+:class:`PretrainModule` wraps a :class:`fastssl.methods.Method`. It builds the optimizer
+of the method's paper (SGD, LARS or AdamW; every field overridable), scales the learning
+rate with the global batch (Goyal et al. 2017, "Accurate, Large Minibatch SGD": linear;
+or square root, as LightlySSL's ImageNet benchmarks do for LARS / AdamW methods), warms it
+up linearly and decays it with a cosine, per step. Biases and normalisation parameters get
+no weight decay (and hence no LARS scaling). Training progress reaches the method through
+:class:`fastssl.methods.StepInfo`, so momentum and temperature schedules resume exactly.
+
+Checkpoint contract: ``hyper_parameters`` hold ``"method"`` (registry name or
+``"module:Class"``) and ``"method_kwargs"`` (JSON-serialisable constructor arguments,
+``backbone`` and ``input_size`` included); state-dict keys are ``"method." + <the method's
+own keys>``. :func:`fastssl.train.checkpoint.load_method` rebuilds the method.
+
+Example:
+    >>> module = PretrainModule("simclr", {"backbone": "resnet18", "input_size": 32})
+    ... # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _NormBase
+
+from fastssl import methods
+from fastssl.methods.base import Method, OptimizerDefaults, StepInfo
+from fastssl.train.data import ResumableLoader, derive_seed, seed_all
+from fastssl.utils import dist
+from fastssl.utils.lars import LARS
+from fastssl.utils.scheduler import CosineWarmupScheduler
+
+#: Normalisation layers whose parameters get no weight decay.
+NORM_LAYERS: tuple[type[nn.Module], ...] = (
+    _NormBase,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.LocalResponseNorm,
+)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite: training stops, the last good checkpoint stays."""
+
+
+def resolve_method(name: str) -> type[Method]:
+    """The method class for a registry name or a ``"package.module:Class"`` path.
+
+    Raises:
+        ValueError: For an unknown registry name or a path that names no Method subclass.
+    """
+    if ":" not in name:
+        return methods.get(name)
+    module_name, _, class_name = name.partition(":")
+    cls = getattr(importlib.import_module(module_name), class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise ValueError(f"method {name!r} does not name a fastssl.methods.Method subclass")
+    return cls
+
+
+def scaled_lr(
+    base_lr: float, batch_size: int, reference_batch_size: int, scaling: str = "linear"
+) -> float:
+    """Learning rate for a global batch of ``batch_size``.
+
+    ``linear``: ``base_lr * batch_size / reference_batch_size`` (Goyal et al. 2017);
+    ``sqrt``: ``base_lr * sqrt(batch_size / reference_batch_size)`` (LightlySSL's
+    benchmarks for LARS / AdamW methods); ``none``: ``base_lr``.
+
+    Example:
+        >>> scaled_lr(0.3, 512, 256, "linear"), scaled_lr(0.3, 1024, 256, "sqrt")
+        (0.6, 0.6)
+
+    Raises:
+        ValueError: For a non-positive batch size or an unknown scaling.
+    """
+    if batch_size < 1 or reference_batch_size < 1:
+        raise ValueError(
+            f"batch sizes must be >= 1, got batch_size={batch_size} and "
+            f"reference_batch_size={reference_batch_size}"
+        )
+    ratio = batch_size / reference_batch_size
+    if scaling == "linear":
+        return base_lr * ratio
+    if scaling == "sqrt":
+        return base_lr * math.sqrt(ratio)
+    if scaling == "none":
+        return base_lr
+    raise ValueError(f"lr_scaling={scaling!r} is unknown: choose one of linear, sqrt, none")
+
+
+def param_groups(
+    modules: Iterable[nn.Module], weight_decay: float, exclude_norm_and_bias: bool = True
+) -> list[dict[str, Any]]:
+    """Splits the trainable parameters of ``modules`` into decayed and not-decayed groups.
+
+    Biases, 1-D parameters and all parameters of normalisation layers go to the group with
+    ``weight_decay=0`` (SimCLR, BYOL and most later methods exclude them). A parameter
+    shared by several modules appears once.
+
+    Returns:
+        ``[{"params": decayed, "weight_decay": wd}, {"params": others, "weight_decay": 0}]``
+        without empty groups.
+    """
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    seen: set[int] = set()
+    for root in modules:
+        for module in root.modules():
+            is_norm = isinstance(module, NORM_LAYERS)
+            for name, param in module.named_parameters(recurse=False):
+                if not param.requires_grad or id(param) in seen:
+                    continue
+                seen.add(id(param))
+                plain = is_norm or param.ndim <= 1 or name.endswith("bias")
+                (no_decay if exclude_norm_and_bias and plain else decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": weight_decay, "name": "decay"},
+        {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
+    ]
+    return [group for group in groups if group["params"]]
+
+
+def build_optimizer(
+    groups: list[dict[str, Any]], defaults: OptimizerDefaults, lr: float
+) -> torch.optim.Optimizer:
+    """The optimizer ``defaults.name`` over ``groups`` at learning rate ``lr``.
+
+    Raises:
+        ValueError: For an unknown optimizer name.
+    """
+    classes: dict[str, Any] = {
+        "sgd": torch.optim.SGD,
+        "lars": LARS,
+        "adamw": torch.optim.AdamW,
+    }
+    if defaults.name not in classes:
+        raise ValueError(f"optimizer {defaults.name!r} is unknown: choose one of sgd, lars, adamw")
+    cls = classes[defaults.name]
+    # ``extra`` may also hold notes of a method's paper (e.g. a final weight decay) that
+    # are not constructor arguments: only the accepted ones are passed.
+    accepted = inspect.signature(cls).parameters
+    kwargs = {k: v for k, v in defaults.extra.items() if k in accepted and k != "params"}
+    if defaults.name == "adamw":
+        kwargs.setdefault("betas", defaults.betas)
+    else:
+        kwargs.setdefault("momentum", defaults.momentum)
+    optimizer: torch.optim.Optimizer = cls(groups, lr=lr, **kwargs)
+    return optimizer
+
+
+def merge_optimizer(defaults: OptimizerDefaults, overrides: dict[str, Any]) -> OptimizerDefaults:
+    """The method's optimizer defaults with the non-None ``overrides`` applied."""
+    fields = {k: v for k, v in overrides.items() if v is not None and hasattr(defaults, k)}
+    if "betas" in fields:
+        fields["betas"] = tuple(fields["betas"])
+    if "extra" in fields:
+        fields["extra"] = {**defaults.extra, **fields["extra"]}
+    merged: dict[str, Any] = {**defaults.__dict__, **fields}
+    return OptimizerDefaults(**merged)
+
+
+class PretrainModule(pl.LightningModule):
+    """Trains a :class:`~fastssl.methods.Method` with the optimizer recipe of its paper.
+
+    Args:
+        method: Registry name (``"simclr"``) or ``"package.module:Class"``.
+        method_kwargs: Constructor arguments of the method (JSON-serialisable).
+        optimizer: Overrides of the method's :class:`OptimizerDefaults` (None: default).
+        schedule: ``warmup_epochs``, ``warmup_steps``, ``end_factor``,
+            ``warmup_start_factor`` (see :class:`fastssl.train.config.ScheduleConfig`).
+        batch_size: Global batch size (all processes), for the learning-rate scaling.
+        max_steps: Steps of the run (-1: from ``max_epochs``), for the schedules.
+        max_epochs: Epochs of the run, for the schedules.
+        seed: The run's seed (per-epoch reseeding of method randomness).
+        compile: ``torch.compile`` the backbone in place (state-dict keys unchanged).
+        channels_last: Train in NHWC memory format.
+        exclude_norm_and_bias: No weight decay on biases and normalisation parameters.
+        loader_factory: Builds the training loader once the processes are set up (the
+            per-process batch and this rank's part of the data depend on them). Not
+            stored in the checkpoint.
+    """
+
+    def __init__(
+        self,
+        method: str,
+        method_kwargs: dict[str, Any],
+        optimizer: dict[str, Any] | None = None,
+        schedule: dict[str, Any] | None = None,
+        batch_size: int = 256,
+        max_steps: int = -1,
+        max_epochs: int | None = None,
+        seed: int = 0,
+        compile: bool = False,
+        channels_last: bool = False,
+        exclude_norm_and_bias: bool = True,
+        loader_factory: Callable[[], ResumableLoader] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["loader_factory"])
+        self.method = resolve_method(method)(**method_kwargs)
+        self.optimizer_config = merge_optimizer(self.method.optimizer_defaults, optimizer or {})
+        self.schedule = dict(schedule or {})
+        self.batch_size = batch_size
+        self.seed = seed
+        self.channels_last = channels_last
+        self.loader_factory = loader_factory
+        self.loader: ResumableLoader | None = None
+        if channels_last:
+            self.method.to(memory_format=torch.channels_last)
+        if compile:
+            # In place: the state-dict keys stay those of the method (checkpoint contract).
+            self.method.backbone.compile()
+        # Progress of the data within the epoch, saved for mid-epoch resumes.
+        self.batches_in_epoch = 0
+        self.data_epoch = 0
+        self.schedule_steps = 1
+        self.schedule_epochs = 1
+        # Throughput bookkeeping (read by the callbacks and the summary).
+        self.last_loss = float("nan")
+        self.images_seen = 0
+        self._resume: tuple[int, int] | None = None  # (epoch, batches done) of a checkpoint
+
+    # ----- data ---------------------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        if self.loader is None and self.loader_factory is not None:
+            self.loader = self.loader_factory()
+        self._position_loader()
+
+    def _position_loader(self) -> None:
+        """Points the loader at the data position restored from a checkpoint."""
+        if self.loader is not None and self._resume is not None:
+            self.loader.epoch, self.loader.skip = self._resume
+
+    def train_dataloader(self) -> ResumableLoader:
+        if self.loader is None:
+            raise RuntimeError("PretrainModule has no training data: pass loader_factory")
+        return self.loader
+
+    # ----- schedules ----------------------------------------------------------------------
+
+    def _run_length(self) -> tuple[int, int]:
+        """(schedule steps, schedule epochs) from max_steps / max_epochs and the loader."""
+        per_epoch = len(self.loader) if self.loader is not None else 1
+        if per_epoch < 1:
+            raise ValueError(
+                "the training data gives no full batch per process: lower data.batch_size "
+                "or add images"
+            )
+        max_steps: int = self.hparams["max_steps"]
+        max_epochs: int | None = self.hparams["max_epochs"]
+        candidates = []
+        if max_steps is not None and max_steps > 0:
+            candidates.append(max_steps)
+        if max_epochs is not None and max_epochs > 0:
+            candidates.append(max_epochs * per_epoch)
+        if not candidates:
+            raise ValueError("set trainer.max_steps or trainer.max_epochs: the schedules need it")
+        steps = min(candidates)
+        return steps, max(1, math.ceil(steps / per_epoch))
+
+    def step_info(self) -> StepInfo:
+        """Progress passed to the method's schedules."""
+        return StepInfo(
+            step=int(self.global_step),
+            max_steps=self.schedule_steps,
+            epoch=int(self.current_epoch),
+            max_epochs=self.schedule_epochs,
+        )
+
+    def peak_lr(self) -> float:
+        """Learning rate after warm-up, scaled to the global batch."""
+        cfg = self.optimizer_config
+        return scaled_lr(cfg.lr, self.batch_size, cfg.reference_batch_size, cfg.lr_scaling)
+
+    def warmup_steps(self) -> int:
+        """Warm-up length in steps (``warmup_steps`` or ``warmup_epochs`` x steps/epoch)."""
+        if self.schedule.get("warmup_steps") is not None:
+            steps = int(self.schedule["warmup_steps"])
+        else:
+            epochs = self.schedule.get("warmup_epochs")
+            epochs = self.optimizer_config.warmup_epochs if epochs is None else epochs
+            per_epoch = len(self.loader) if self.loader is not None else 1
+            steps = round(float(epochs) * per_epoch)
+        return min(max(steps, 0), self.schedule_steps)
+
+    def configure_optimizers(self) -> Any:
+        self.schedule_steps, self.schedule_epochs = self._run_length()
+        cfg = self.optimizer_config
+        groups = param_groups(
+            self.method.trainable_modules(),
+            cfg.weight_decay,
+            self.hparams["exclude_norm_and_bias"],
+        )
+        optimizer = build_optimizer(groups, cfg, self.peak_lr())
+        scheduler = CosineWarmupScheduler(
+            optimizer,
+            warmup_epochs=self.warmup_steps(),
+            max_epochs=self.schedule_steps,
+            end_value=float(self.schedule.get("end_factor", 0.0)),
+            warmup_start_value=float(self.schedule.get("warmup_start_factor", 0.0)),
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }
+
+    # ----- training -----------------------------------------------------------------------
+
+    def on_train_epoch_start(self) -> None:
+        # Method randomness (masks, multi-crop choices) restarts from the seed every epoch,
+        # so a resume at an epoch boundary continues exactly.
+        seed_all(derive_seed("method", self.seed, dist.rank(), self.current_epoch))
+        self.batches_in_epoch = 0
+        self.data_epoch = int(self.current_epoch)
+        if self.loader is not None:
+            # After the first epoch Lightning creates each epoch's iterator after this hook.
+            self.loader.epoch = self.data_epoch
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        views, _targets, _keys = batch
+        if self.channels_last:
+            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+        loss = self.method.training_step(views, self.step_info())
+        self._check_finite(loss)
+        # Counted here, not in on_train_batch_end: checkpoint callbacks run before that hook.
+        self.batches_in_epoch += 1
+        self.last_loss = float(loss.detach())
+        self.images_seen += int(views[0].shape[0]) * dist.world_size()
+        self.log("train/loss", loss.detach(), prog_bar=True)
+        if self._trainer is not None and self.trainer.optimizers:
+            self.log("train/lr", float(self.trainer.optimizers[0].param_groups[0]["lr"]))
+        return loss
+
+    def _check_finite(self, loss: Tensor) -> None:
+        bad = (~torch.isfinite(loss.detach())).float()
+        if dist.is_distributed():  # every rank must stop, or the others hang in a collective
+            bad = dist.all_reduce_sum(bad)
+        if bool(bad > 0):
+            raise NonFiniteLossError(
+                f"the loss is {float(loss.detach())} at step {self.global_step} "
+                f"(epoch {self.current_epoch}): training stopped; the last good checkpoint "
+                "is kept. Try a lower learning rate, gradient clipping (--set "
+                "trainer.gradient_clip=1.0) or precision 32."
+            )
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self.method.before_optimizer_step(self.step_info())
+
+    # ----- checkpoints --------------------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["fastssl"] = {
+            "data_epoch": self.data_epoch,
+            "batches_in_epoch": self.batches_in_epoch,
+            "batches_per_epoch": len(self.loader) if self.loader is not None else None,
+            "images_seen": self.images_seen,
+            "saved_at": time.time(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("fastssl", {})
+        epoch = int(state.get("data_epoch", 0))
+        done = int(state.get("batches_in_epoch", 0))
+        per_epoch = state.get("batches_per_epoch")
+        self.images_seen = int(state.get("images_seen", 0))
+        if per_epoch is not None and done >= per_epoch:
+            epoch, done = epoch + 1, 0
+        self.data_epoch, self.batches_in_epoch = epoch, done
+        self._resume = (epoch, done)
+        self._position_loader()
+
+    def on_train_start(self) -> None:
+        resume = self._resume
+        if resume is not None and resume[1] > 0:
+            # Mid-epoch: method randomness cannot replay the skipped steps; reseed from
+            # the position so the run stays deterministic.
+            seed_all(derive_seed("method", self.seed, dist.rank(), *resume))
+
+
+__all__ = [
+    "NonFiniteLossError",
+    "PretrainModule",
+    "build_optimizer",
+    "merge_optimizer",
+    "param_groups",
+    "resolve_method",
+    "scaled_lr",
+]

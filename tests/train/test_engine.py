@@ -1,0 +1,167 @@
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastssl.train.checkpoint import load_method, method_state_dict, read_checkpoint
+from fastssl.train.config import PretrainConfig, apply_overrides
+from fastssl.train.engine import pretrain
+from fastssl.train.module import NonFiniteLossError
+from tests.train._tiny import TINY, TinyMethod, make_folder
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_folder(tmp_path_factory.mktemp("images"), n=16)
+
+
+def _config(data: Path, out: Path, *overrides: str) -> PretrainConfig:
+    base = [
+        f"method={TINY}",
+        f"data.path={data}",
+        "data.input_size=8",
+        "data.batch_size=8",
+        "data.num_workers=0",
+        "trainer.accelerator=cpu",
+        "trainer.max_epochs=2",
+        "trainer.log_every_n_steps=1",
+        f"trainer.out={out}",
+    ]
+    return apply_overrides(PretrainConfig(), [*base, *overrides])
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return method_state_dict(read_checkpoint(path))
+
+
+def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: float) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key].float(), b[key].float(), atol=atol, rtol=0, msg=key)
+
+
+def test_outputs_summary_metrics_and_checkpoint_contract(images: Path, tmp_path: Path) -> None:
+    summary = pretrain(_config(images, tmp_path))
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    for key in ("method", "steps", "epochs", "final_loss", "images_per_s", "wall_s"):
+        assert key in on_disk
+    assert on_disk["data_wait_fraction"] == pytest.approx(summary["data_wait_fraction"])
+    assert on_disk["method"] == TINY and on_disk["steps"] == 4 and on_disk["epochs"] == 2
+    assert math.isfinite(on_disk["final_loss"]) and on_disk["images_per_s"] > 0
+    assert 0.0 <= on_disk["data_wait_fraction"] <= 1.0
+    assert on_disk["wall_s"] >= on_disk["train_s"] > 0
+
+    with open(tmp_path / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    logged = {"train/loss", "train/lr", "perf/images_per_s", "perf/data_wait_fraction"}
+    assert logged <= set(rows[0])
+    losses = [float(r["train/loss"]) for r in rows if r["train/loss"]]
+    assert len(losses) == 4 and losses[-1] == pytest.approx(on_disk["final_loss"])
+    lrs = [float(r["train/lr"]) for r in rows if r["train/lr"]]
+    assert lrs[:2] == pytest.approx([0.1, 0.2])  # 1 warm-up epoch of 2 steps to 0.2
+
+    checkpoint = read_checkpoint(tmp_path / "last.ckpt")
+    hparams = checkpoint["hyper_parameters"]
+    assert hparams["method"] == TINY
+    assert hparams["method_kwargs"] == {"input_size": 8}
+    json.dumps(hparams["method_kwargs"])  # JSON-serialisable
+    assert all(k.startswith("method.") for k in checkpoint["state_dict"])
+    assert "method.backbone.0.weight" in checkpoint["state_dict"]
+    method = load_method(tmp_path / "last.ckpt")
+    assert isinstance(method, TinyMethod) and not method.training
+    _assert_same(method.state_dict(), method_state_dict(checkpoint), atol=0)
+    fresh = TinyMethod(input_size=8)
+    assert not torch.equal(fresh.state_dict()["head.weight"], method.state_dict()["head.weight"])
+    features = method(torch.rand(2, 3, 8, 8))
+    assert features.shape == (2, 8)
+
+
+def test_load_method_rejects_foreign_checkpoints(tmp_path: Path) -> None:
+    torch.save({"state_dict": {}}, tmp_path / "x.ckpt")
+    with pytest.raises(ValueError, match=r"not a fastssl pretrain .*method, method_kwargs"):
+        load_method(tmp_path / "x.ckpt")
+    with pytest.raises(FileNotFoundError, match=r"nope\.ckpt"):
+        load_method(tmp_path / "nope.ckpt")
+
+
+def test_seed_makes_runs_reproducible(images: Path, tmp_path: Path) -> None:
+    args = ("method_kwargs.random_aug=true", "trainer.max_epochs=1")
+    pretrain(_config(images, tmp_path / "a", *args, "trainer.seed=3"))
+    pretrain(_config(images, tmp_path / "b", *args, "trainer.seed=3"))
+    pretrain(_config(images, tmp_path / "c", *args, "trainer.seed=4"))
+    a, b, c = (_weights(tmp_path / name / "last.ckpt") for name in "abc")
+    _assert_same(a, b, atol=0)
+    assert not torch.equal(a["head.weight"], c["head.weight"])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_matches_uninterrupted_run(images: Path, tmp_path: Path, workers: int) -> None:
+    # Random crops (in loader workers when workers > 0), 2 steps per epoch, 3 epochs.
+    args = (
+        "method_kwargs.random_aug=true",
+        f"data.num_workers={workers}",
+        "trainer.max_epochs=3",
+        "trainer.checkpoint_every_n_steps=1",
+        "trainer.keep_step_checkpoints=true",
+    )
+    full = tmp_path / "full"
+    pretrain(_config(images, full, *args))
+    expected = _weights(full / "last.ckpt")
+    # step 2: epoch boundary; step 3: mid-epoch (1 of 2 batches of epoch 1 done).
+    for step in (2, 3):
+        out = tmp_path / f"resumed{step}"
+        summary = pretrain(_config(images, out, *args), resume=str(full / f"step-{step:08d}.ckpt"))
+        assert summary["steps"] == 6
+        _assert_same(_weights(out / "last.ckpt"), expected, atol=1e-6)
+        resumed = read_checkpoint(out / "last.ckpt")
+        reference = read_checkpoint(full / "last.ckpt")
+        moments = lambda ckpt: ckpt["optimizer_states"][0]["state"]  # noqa: E731
+        for key, state in moments(reference).items():
+            buffer = moments(resumed)[key]["momentum_buffer"]
+            torch.testing.assert_close(buffer, state["momentum_buffer"], atol=1e-6, rtol=0)
+        last_epoch = lambda ckpt: ckpt["lr_schedulers"][0]["last_epoch"]  # noqa: E731
+        assert last_epoch(resumed) == last_epoch(reference) == 6
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(images: Path, tmp_path: Path) -> None:
+    config = _config(
+        images,
+        tmp_path,
+        "method_kwargs.nan_at_step=3",
+        "trainer.checkpoint_every_n_steps=2",
+    )
+    with pytest.raises(NonFiniteLossError, match=r"the loss is nan at step 3 \(epoch 1\)"):
+        pretrain(config)
+    checkpoint = read_checkpoint(tmp_path / "last.ckpt")
+    assert checkpoint["global_step"] == 2
+    assert all(torch.isfinite(v.float()).all() for v in method_state_dict(checkpoint).values())
+    assert not (tmp_path / "last.ckpt.tmp").exists()
+
+
+def test_missing_or_empty_data_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"data path .*nowhere.* does not exist"):
+        pretrain(_config(tmp_path / "nowhere", tmp_path / "out"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty folder"):
+        pretrain(_config(tmp_path / "empty", tmp_path / "out"))
+    with pytest.raises(ValueError, match=r"data\.path is empty: pass --data"):
+        pretrain(apply_overrides(PretrainConfig(), ["data.path="]))
+    few = make_folder(tmp_path / "few", n=4)
+    with pytest.raises(ValueError, match="too few images for one batch of 8"):
+        pretrain(_config(few, tmp_path / "out"))
+
+
+def test_online_knn(images: Path, tmp_path: Path) -> None:
+    summary = pretrain(
+        _config(images, tmp_path, f"knn.train={images}", f"knn.val={images}", "knn.k=3")
+    )
+    assert 0.0 <= summary["knn_top1"] <= 1.0
+    with open(tmp_path / "metrics.csv") as f:
+        values = [r["knn/top1"] for r in csv.DictReader(f) if r.get("knn/top1")]
+    assert len(values) == 2  # one per epoch
+    assert float(values[-1]) == pytest.approx(summary["knn_top1"])

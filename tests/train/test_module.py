@@ -1,0 +1,164 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from fastssl.train.module import (
+    PretrainModule,
+    build_optimizer,
+    merge_optimizer,
+    param_groups,
+    resolve_method,
+    scaled_lr,
+)
+from fastssl.utils.lars import LARS
+from tests.train._tiny import TINY, TinyMethod
+
+
+@pytest.mark.parametrize(
+    ("base", "batch", "ref", "scaling", "expected"),
+    [
+        (0.3, 4096, 256, "linear", 0.3 * 16),
+        (0.3, 128, 256, "linear", 0.15),
+        (0.075, 4096, 1, "sqrt", 0.075 * 64),  # SimCLR's square-root rule
+        (1e-3, 1024, 256, "sqrt", 2e-3),
+        (0.05, 512, 256, "none", 0.05),
+    ],
+)
+def test_scaled_lr(base: float, batch: int, ref: int, scaling: str, expected: float) -> None:
+    assert scaled_lr(base, batch, ref, scaling) == pytest.approx(expected)
+
+
+def test_scaled_lr_errors() -> None:
+    with pytest.raises(ValueError, match="lr_scaling='cube' is unknown: choose one of linear"):
+        scaled_lr(0.1, 256, 256, "cube")
+    with pytest.raises(ValueError, match="batch_size=0"):
+        scaled_lr(0.1, 0, 256)
+
+
+class _Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)  # weight: decay, bias: none
+        self.bn = nn.BatchNorm2d(4)  # none
+        self.ln = nn.LayerNorm(4)  # none
+        self.fc = nn.Linear(4, 2, bias=False)  # decay
+        self.frozen = nn.Linear(2, 2)  # excluded (no grad)
+        self.frozen.requires_grad_(False)
+
+
+def test_param_groups_exclude_norms_and_biases() -> None:
+    net = _Net()
+    groups = param_groups([net, net.fc], weight_decay=0.05)  # fc listed twice: once only
+    by_name = {g["name"]: g for g in groups}
+    assert by_name["decay"]["weight_decay"] == 0.05
+    assert by_name["no_decay"]["weight_decay"] == 0.0
+    ids = lambda params: {id(p) for p in params}  # noqa: E731
+    assert ids(by_name["decay"]["params"]) == ids([net.conv.weight, net.fc.weight])
+    assert ids(by_name["no_decay"]["params"]) == ids(
+        [net.conv.bias, net.bn.weight, net.bn.bias, net.ln.weight, net.ln.bias]
+    )
+    everything = param_groups([net], weight_decay=0.05, exclude_norm_and_bias=False)
+    assert len(everything) == 1 and len(everything[0]["params"]) == 7
+
+
+@pytest.mark.parametrize(
+    ("name", "cls"), [("sgd", torch.optim.SGD), ("lars", LARS), ("adamw", torch.optim.AdamW)]
+)
+def test_build_optimizer(name: str, cls: type) -> None:
+    net = _Net()
+    defaults = merge_optimizer(TinyMethod.optimizer_defaults, {"name": name, "lr": None})
+    optimizer = build_optimizer(param_groups([net], 0.1), defaults, lr=0.5)
+    assert isinstance(optimizer, cls)
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.1, 0.0]
+    assert all(g["lr"] == 0.5 for g in optimizer.param_groups)
+
+
+def test_build_optimizer_passes_only_accepted_extras() -> None:
+    defaults = merge_optimizer(
+        TinyMethod.optimizer_defaults,
+        {"name": "lars", "extra": {"trust_coefficient": 0.02, "final_lr": 0.001}},
+    )
+    optimizer = build_optimizer(param_groups([_Net()], 0.1), defaults, lr=0.5)
+    assert optimizer.param_groups[0]["trust_coefficient"] == 0.02
+    assert "final_lr" not in optimizer.param_groups[0]
+
+
+def test_merge_optimizer_keeps_method_defaults_for_none() -> None:
+    merged = merge_optimizer(
+        TinyMethod.optimizer_defaults, {"lr": 0.7, "weight_decay": None, "betas": [0.8, 0.9]}
+    )
+    assert merged.lr == 0.7 and merged.betas == (0.8, 0.9)
+    assert merged.weight_decay == TinyMethod.optimizer_defaults.weight_decay
+
+
+def test_resolve_method_errors() -> None:
+    assert resolve_method(TINY) is TinyMethod
+    with pytest.raises(ValueError, match=r"does not name a fastssl\.methods\.Method subclass"):
+        resolve_method("torch.nn:Linear")
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        resolve_method("nope")
+
+
+class _FakeLoader:
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def _reference_lr(step: int, peak: float, warmup: int, total: int, end: float) -> float:
+    """Linear warm-up to the peak (reached at the last warm-up step), then half a cosine."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    t, span = step - warmup, total - warmup
+    if t >= span - 1:
+        return peak * end
+    return peak * (end + (1 - end) * (1 + math.cos(math.pi * t / (span - 1))) / 2)
+
+
+@pytest.mark.parametrize(
+    ("batch", "schedule", "max_epochs", "max_steps", "warmup", "total"),
+    [
+        (16, {"warmup_epochs": 2}, 6, -1, 10, 30),  # 5 steps/epoch; warm-up in epochs
+        (4, {"warmup_steps": 3, "end_factor": 0.01}, 100, 12, 3, 12),  # max_steps wins
+        (8, {}, 2, -1, 5, 10),  # the method's default warm-up (1 epoch)
+    ],
+)
+def test_warmup_cosine_per_step(
+    batch: int, schedule: dict, max_epochs: int, max_steps: int, warmup: int, total: int
+) -> None:
+    module = PretrainModule(
+        TINY, {}, schedule=schedule, batch_size=batch, max_epochs=max_epochs, max_steps=max_steps
+    )
+    module.loader = _FakeLoader(5)  # type: ignore[assignment]
+    config = module.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    assert config["lr_scheduler"]["interval"] == "step"
+    assert module.schedule_steps == total
+    peak = 0.2 * batch / 8  # TinyMethod: lr 0.2 at reference batch 8, linear scaling
+    assert module.peak_lr() == pytest.approx(peak)
+    end = schedule.get("end_factor", 0.0)
+    for step in range(total):
+        for group in optimizer.param_groups:
+            assert group["lr"] == pytest.approx(_reference_lr(step, peak, warmup, total, end))
+        optimizer.step()
+        scheduler.step()
+
+
+def test_step_info_reaches_the_method() -> None:
+    seen = []
+
+    class Spy(TinyMethod):
+        def before_optimizer_step(self, info):  # type: ignore[no-untyped-def]
+            seen.append(info)
+
+    module = PretrainModule(TINY, {})
+    module.method = Spy()
+    module.schedule_steps, module.schedule_epochs = 40, 4
+    module.on_before_optimizer_step(torch.optim.SGD(module.parameters(), lr=0.1))
+    assert seen[0].max_steps == 40 and seen[0].max_epochs == 4 and seen[0].step == 0
