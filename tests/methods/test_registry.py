@@ -1,0 +1,97 @@
+"""Every registered method, parametrized over ``fastssl.methods.list_methods()``: a method
+added to the registry is tested here the day it lands, before it has tests of its own.
+
+Each one is built on a tiny backbone, fed its own default transform's views, and stepped
+once with SGD: the loss is a finite scalar, the trainable modules move, the parts outside
+``trainable_modules()`` (EMA / teacher copies) get no gradient, and a second build under
+the same seed gives the same loss (determinism).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import nn
+
+from fastssl import methods
+from fastssl.methods.base import Method, StepInfo
+from tests.methods._method_steps import (
+    default_views,
+    optimizer_step,
+    tiny_causal_vit,
+    tiny_vit,
+    trainable_parameters,
+)
+from tests.methods._two_view_steps import tiny_cnn
+
+# Backbone and input size per method; methods not listed train a one-convolution CNN at
+# 16 px. ViT-only methods need the tiny ViT, DenseCL needs feature maps, AIM a causal ViT.
+TINY: dict[str, tuple[Callable[[], nn.Module], int]] = {
+    "aim": (tiny_causal_vit, 32),
+    "densecl": (lambda: tiny_cnn(maps=True), 16),
+    "dino": (tiny_vit, 32),
+    "mae": (tiny_vit, 32),
+    "msn": (tiny_vit, 32),
+    "pmsn": (tiny_vit, 32),
+    "simmim": (tiny_vit, 32),
+    "swav": (tiny_vit, 32),
+}
+
+def small_heads(name: str) -> dict[str, object]:
+    """The small head widths of the method's own test module (``TINY``), or none."""
+    module = methods.get(name).__module__.rsplit(".", 1)[-1]
+    try:
+        tests = importlib.import_module(f"tests.methods.test_{module}")
+    except ModuleNotFoundError:
+        return {}  # a method without tests of its own yet trains at its paper's sizes
+    return dict(getattr(tests, "TINY", {}))
+
+
+def build(name: str, seed: int = 0) -> Method:
+    torch.manual_seed(seed)
+    make_backbone, size = TINY.get(name, (tiny_cnn, 16))
+    return methods.create(name, backbone=make_backbone(), input_size=size, **small_heads(name))
+
+
+def step(model: Method, seed: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    views = default_views(model, batch_size=4, seed=seed)
+    torch.manual_seed(seed)
+    return optimizer_step(model, views, StepInfo(step=0, max_steps=10))
+
+
+def test_registry_names_the_eighteen_methods() -> None:
+    assert methods.list_methods() == sorted(
+        "aim barlowtwins byol dcl dclw densecl dino mae moco msn nnclr pmsn simclr simmim "
+        "simsiam swav tico vicreg".split()
+    )
+    with pytest.raises(ValueError, match="unknown method 'simclrr'.*simclr"):
+        methods.get("simclrr")
+
+
+@pytest.mark.parametrize("name", methods.list_methods())
+def test_one_step_trains_and_leaves_the_rest_alone(name: str) -> None:
+    model = build(name)
+    assert model.name == name and isinstance(model, methods.get(name))
+    loss, before = step(model)
+    assert loss.ndim == 0 and torch.isfinite(loss), f"{name}: loss {loss}"
+    trainable = {id(p) for p in trainable_parameters(model)}
+    moved = [
+        n
+        for n, p in model.named_parameters()
+        if id(p) in trainable and not torch.equal(p.detach(), before[n])
+    ]
+    assert moved, f"{name}: no trainable parameter moved"
+    assert any(n.startswith("backbone.") for n in moved), f"{name}: the backbone did not move"
+    for n, p in model.named_parameters():
+        if id(p) not in trainable:
+            assert p.grad is None or not p.grad.any(), f"{name}: {n} is outside the optimizer"
+
+
+@pytest.mark.parametrize("name", methods.list_methods())
+def test_same_seed_same_loss(name: str) -> None:
+    first, _ = step(build(name, seed=3), seed=3)
+    second, _ = step(build(name, seed=3), seed=3)
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
