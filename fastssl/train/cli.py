@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Collection
 from typing import Any
 
 #: CLI flag (argparse dest) -> recipe key.
@@ -39,28 +40,54 @@ FLAG_KEYS: dict[str, str] = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the options of ``fastssl pretrain`` to ``parser``."""
     parser.add_argument("config", help="YAML recipe, e.g. pipelines/simclr.yaml")
-    parser.add_argument("--data", help="image folder, `fastssl shards` folder or .beton")
-    parser.add_argument("--backend", help="data engine: auto, torch, dali or ffcv")
-    parser.add_argument("--input-size", type=int, help="resolution of the global views")
-    parser.add_argument("--batch-size", type=int, help="GLOBAL batch size (all processes)")
-    parser.add_argument("--num-workers", type=int, help="loader processes per process")
-    parser.add_argument("--max-steps", type=int, help="stop after N optimizer steps")
-    parser.add_argument("--max-epochs", type=int, help="stop after N epochs")
-    parser.add_argument("--max-time", help="stop after DD:HH:MM:SS")
-    parser.add_argument("--accelerator", help="cpu, gpu or auto")
-    parser.add_argument("--devices", type=int, help="processes (GPUs) per node")
-    parser.add_argument("--num-nodes", type=int, help="number of nodes")
-    parser.add_argument("--strategy", help="Lightning strategy (default: ddp when distributed)")
-    parser.add_argument("--precision", help="32, 16-mixed or bf16-mixed")
-    parser.add_argument(
+    add_recipe_arguments(parser)
+    parser.add_argument("--resume", metavar="CKPT", help="resume from a checkpoint (last.ckpt)")
+
+
+def add_recipe_arguments(parser: argparse.ArgumentParser, skip: Collection[str] = ()) -> None:
+    """Adds the flags that override a recipe (:data:`FLAG_KEYS`, then ``--set``).
+
+    Shared by ``fastssl pretrain`` and ``fastssl profile``, so both read a recipe the same
+    way. Every flag defaults to None (the recipe's value stands).
+
+    Args:
+        parser: The command's parser.
+        skip: argparse dests of :data:`FLAG_KEYS` the command defines itself (``profile``
+            gives ``--out`` another meaning).
+
+    Example:
+        >>> parser = argparse.ArgumentParser()
+        >>> add_recipe_arguments(parser, skip=("out",))
+        >>> flag_values(parser.parse_args(["--batch-size", "8", "--no-compile"]))
+        {'data.batch_size': 8, 'trainer.compile': False}
+    """
+
+    def add(dest: str, flag: str, **kwargs: Any) -> None:
+        if dest not in skip:
+            parser.add_argument(flag, dest=dest, **kwargs)
+
+    add("data", "--data", help="image folder, `fastssl shards` folder or .beton")
+    add("backend", "--backend", help="data engine: auto, torch, dali or ffcv")
+    add("input_size", "--input-size", type=int, help="resolution of the global views")
+    add("batch_size", "--batch-size", type=int, help="GLOBAL batch size (all processes)")
+    add("num_workers", "--num-workers", type=int, help="loader processes per process")
+    add("max_steps", "--max-steps", type=int, help="stop after N optimizer steps")
+    add("max_epochs", "--max-epochs", type=int, help="stop after N epochs")
+    add("max_time", "--max-time", help="stop after DD:HH:MM:SS")
+    add("accelerator", "--accelerator", help="cpu, gpu or auto")
+    add("devices", "--devices", type=int, help="processes (GPUs) per node")
+    add("num_nodes", "--num-nodes", type=int, help="number of nodes")
+    add("strategy", "--strategy", help="Lightning strategy (default: ddp when distributed)")
+    add("precision", "--precision", help="32, 16-mixed or bf16-mixed")
+    add(
+        "compile",
         "--compile",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="torch.compile the backbone (default: on for GPUs, off on CPU)",
     )
-    parser.add_argument("--resume", metavar="CKPT", help="resume from a checkpoint (last.ckpt)")
-    parser.add_argument("--seed", type=int, help="one seed for init, data order, augmentation")
-    parser.add_argument("--out", help="output folder (last.ckpt, summary.json, metrics.csv)")
+    add("seed", "--seed", type=int, help="one seed for init, data order, augmentation")
+    add("out", "--out", help="output folder (last.ckpt, summary.json, metrics.csv)")
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -71,14 +98,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def flag_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The recipe keys the flags in ``args`` set (flags left at None are omitted)."""
+    flags = {key: getattr(args, dest, None) for dest, key in FLAG_KEYS.items()}
+    return {key: value for key, value in flags.items() if value is not None}
+
+
 def config_from_args(args: argparse.Namespace) -> Any:
     """The recipe of ``args.config`` with the flags, then ``--set`` overrides, applied."""
     from fastssl.train.config import apply_overrides, load_config
 
     config = load_config(args.config)
-    flags = {key: getattr(args, dest) for dest, key in FLAG_KEYS.items()}
-    flags = {key: value for key, value in flags.items() if value is not None}
-    return apply_overrides(config, list(args.overrides), values=flags)
+    return apply_overrides(config, list(args.overrides), values=flag_values(args))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -104,4 +135,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["add_arguments", "config_from_args", "run"]
+__all__ = [
+    "FLAG_KEYS",
+    "add_arguments",
+    "add_recipe_arguments",
+    "config_from_args",
+    "flag_values",
+    "run",
+]
