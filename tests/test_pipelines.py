@@ -1,0 +1,299 @@
+"""Every recipe under pipelines/ (sub-folders included) is one ``fastssl pretrain`` accepts.
+
+Each YAML loads with the typed schema, names a registered method and passes that method only
+arguments its constructor takes, with values of the annotated types (checked on the
+signature: no model is built). The ImageNet benchmark recipes (pipelines/imagenet1k/) are
+checked against LightlySSL's benchmark scripts (optimizer, learning rate at the row's batch,
+weight decay, warm-up, final lr) and carry LightlySSL's figures as targets, which
+benchmarks/imagenet.md repeats; the ImageNet-100 and Imagenette variants must equal their
+ImageNet-1k recipe except where the dataset size enters.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import pytest
+import torch
+
+from fastssl import methods
+from fastssl.cli import main
+from fastssl.train.config import PretrainConfig, load_config, to_dict
+from fastssl.train.module import merge_optimizer, scaled_lr
+from tests.train._tiny import make_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+PIPELINES = ROOT / "pipelines"
+RECIPES = sorted(PIPELINES.rglob("*.yaml"))
+BENCHMARK_DOC = ROOT / "benchmarks" / "imagenet.md"
+VARIANT_FOLDERS = ("imagenet100", "imagenette")
+#: Training images per dataset, for the settings counted in steps (SwaV's frozen prototypes).
+TRAIN_IMAGES = {"imagenet1k": 1_281_167, "imagenet100": 126_689, "imagenette": 9_469}
+
+
+def _name(path: Path) -> str:
+    return path.relative_to(PIPELINES).as_posix()
+
+
+@dataclass(frozen=True)
+class Row:
+    """A row of LightlySSL 1.6's ImageNet-1k table and the settings of lightly's script."""
+
+    method: str
+    backbone: str
+    batch: int
+    targets: tuple[str, str, str]  # Linear Top1, Finetune Top1, kNN Top1 (LightlySSL's figures)
+    optimizer: str
+    peak_lr: float  # lightly's learning rate at the row's global batch
+    lr_scaling: str
+    weight_decay: float
+    warmup_epochs: float
+    end_factor: float  # lightly's CosineWarmupScheduler end_value
+
+
+SQRT_LR = 0.075 * math.sqrt(256)  # SimCLR appendix B.1, lightly's simclr/dcl/dclw scripts
+ROWS: dict[str, Row] = {
+    "barlowtwins": Row(
+        "barlowtwins", "resnet50", 256, ("62.9", "72.6", "45.6"),
+        "lars", 0.2, "linear", 1.5e-6, 10, 0.001,
+    ),
+    "byol": Row(
+        "byol", "resnet50", 256, ("62.5", "74.5", "46.0"),
+        "lars", 0.45, "linear", 1e-6, 10, 0.001,
+    ),
+    "dino_resnet50": Row(
+        "dino", "resnet50", 128, ("68.2", "72.5", "49.9"),
+        "sgd", 0.03 * 128 / 256, "linear", 1e-4, 10, 0.001,
+    ),
+    "dino_vits16": Row(
+        "dino", "timm:vit_small_patch16_224", 128, ("73.3", "79.8", "67.5"),
+        "adamw", 5e-4 * 128 / 256, "linear", 0.04, 10, 0.001,
+    ),
+    "mae_vitb16": Row(
+        "mae", "timm:vit_base_patch16_224", 256, ("46.0", "81.3", "11.2"),
+        "adamw", 1.5e-4, "linear", 0.05, 40, 0.001,
+    ),
+    "mocov2": Row(
+        "moco", "resnet50", 256, ("61.5", "74.3", "41.8"),
+        "sgd", 0.03, "linear", 1e-4, 0, 0.001,
+    ),
+    "simclr": Row(
+        "simclr", "resnet50", 256, ("63.2", "73.9", "44.8"),
+        "lars", SQRT_LR, "sqrt", 1e-6, 10, 0.001,
+    ),
+    "dcl": Row(
+        "dcl", "resnet50", 256, ("65.1", "73.5", "49.6"),
+        "lars", SQRT_LR, "sqrt", 1e-6, 10, 0.001,
+    ),
+    "dclw": Row(
+        "dclw", "resnet50", 256, ("64.5", "73.2", "48.5"),
+        "lars", SQRT_LR, "sqrt", 1e-6, 10, 0.001,
+    ),
+    "swav": Row(
+        "swav", "resnet50", 256, ("67.2", "75.4", "49.5"),
+        "lars", 0.6, "linear", 1e-6, 10, 0.0006,
+    ),
+    "tico": Row(
+        "tico", "resnet50", 256, ("49.7", "72.7", "26.6"),
+        "lars", 0.02, "linear", 1.5e-6, 10, 0.001,
+    ),
+    "vicreg": Row(
+        "vicreg", "resnet50", 256, ("63.0", "73.7", "46.3"),
+        "lars", 0.5, "linear", 1e-6, 10, 0.01,
+    ),
+}  # fmt: skip
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether ``value`` (as parsed from YAML) is of the type ``hint`` describes."""
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True
+    if origin in (Union, types.UnionType):
+        return any(_fits(value, arg) for arg in typing.get_args(hint))
+    if origin is Literal:
+        return value in typing.get_args(hint)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        return (
+            isinstance(value, list | tuple)
+            and len(value) == len(args)
+            and all(_fits(v, a) for v, a in zip(value, args, strict=True))
+        )
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True  # a hint this check does not model
+
+
+def test_fits_checks_the_annotated_types() -> None:
+    assert _fits(0.5, float) and _fits(2, float) and not _fits("0.5", float)
+    assert _fits(None, int | None) and not _fits(True, int) and not _fits(1.5, int)
+    assert _fits("resnet50", str | torch.nn.Module) and not _fits(3, str | torch.nn.Module)
+    assert _fits([0.4, 1.0], tuple[float, float]) and not _fits([0.4], tuple[float, float])
+
+
+def constructor_arguments(cls: type) -> dict[str, Any]:
+    """Keyword arguments ``cls(...)`` accepts, with their type hints.
+
+    A constructor that forwards ``**kwargs`` (PMSN to MSN) also accepts those of the next
+    ``__init__`` along the MRO; the first one without ``**kwargs`` ends the walk.
+    """
+    accepted: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        parameters = inspect.signature(init).parameters
+        hints = typing.get_type_hints(init)
+        for name, parameter in parameters.items():
+            if name != "self" and parameter.kind in (
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                inspect.Parameter.KEYWORD_ONLY,
+            ):
+                accepted.setdefault(name, hints.get(name, Any))
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            return accepted
+    raise AssertionError(f"{cls.__name__} forwards **kwargs to no named arguments")
+
+
+def test_constructor_arguments_follow_forwarded_kwargs() -> None:
+    pmsn = constructor_arguments(methods.get("pmsn"))
+    assert "power_law_exponent" in pmsn  # PMSN's own
+    assert set(constructor_arguments(methods.get("msn"))) <= set(pmsn)
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=_name)
+def test_recipe_loads_and_its_method_takes_its_kwargs(path: Path) -> None:
+    config = load_config(path)
+    assert config.method in methods.list_methods(), f"{_name(path)}: unknown method"
+    cls = methods.get(config.method)
+    accepted = constructor_arguments(cls)
+    kwargs = config.method_kwargs
+    unknown = sorted(set(kwargs) - set(accepted))
+    assert not unknown, f"{_name(path)}: {cls.__name__} takes no {unknown}"
+    # The engine sets input_size from data.input_size; one in method_kwargs would be ignored.
+    assert "input_size" not in kwargs
+    for key, value in kwargs.items():
+        hint = accepted[key]
+        assert _fits(value, hint), f"{_name(path)}: {key}={value!r} is not {hint}"
+
+
+def test_every_benchmark_row_has_a_recipe() -> None:
+    assert sorted(p.stem for p in (PIPELINES / "imagenet1k").glob("*.yaml")) == sorted(ROWS)
+
+
+def _header(path: Path) -> str:
+    lines = path.read_text().splitlines()
+    return "\n".join(line for line in lines if line.startswith("#"))
+
+
+@pytest.mark.parametrize("row", sorted(ROWS))
+def test_imagenet1k_recipe_holds_lightlys_settings(row: str) -> None:
+    expected = ROWS[row]
+    path = PIPELINES / "imagenet1k" / f"{row}.yaml"
+    config = load_config(path)
+    assert config.method == expected.method
+    assert config.method_kwargs["backbone"] == expected.backbone
+    assert config.data.batch_size == expected.batch and config.data.input_size == 224
+    assert config.trainer.max_epochs == 100 and config.trainer.max_steps == -1
+    assert config.trainer.out == f"runs/imagenet1k/{row}"
+    # The optimizer the engine builds: the method's defaults under the recipe's fields.
+    defaults = methods.get(config.method).optimizer_defaults
+    optimizer = merge_optimizer(defaults, vars(config.optimizer))
+    assert optimizer.name == expected.optimizer
+    assert optimizer.lr_scaling == expected.lr_scaling
+    reference = optimizer.reference_batch_size
+    lr = scaled_lr(optimizer.lr, expected.batch, reference, optimizer.lr_scaling)
+    assert lr == pytest.approx(expected.peak_lr, rel=1e-9)
+    assert optimizer.weight_decay == pytest.approx(expected.weight_decay)
+    assert config.schedule.warmup_steps is None
+    assert config.schedule.warmup_epochs == expected.warmup_epochs
+    assert config.schedule.end_factor == pytest.approx(expected.end_factor)
+    assert config.optimizer.exclude_norm_and_bias  # lightly: no decay on norms and biases
+    # The header names the row's targets and the exact command for this file.
+    header = _header(path)
+    linear, finetune, knn = expected.targets
+    assert f"Linear Top1 {linear} | Finetune Top1 {finetune} | kNN Top1 {knn}" in header
+    assert f"tools/launch_torchrun.sh pipelines/imagenet1k/{row}.yaml" in header
+
+
+@pytest.mark.parametrize("row", sorted(ROWS))
+def test_benchmark_doc_lists_the_row(row: str) -> None:
+    lines = BENCHMARK_DOC.read_text().splitlines()
+    linked = [line for line in lines if f"pipelines/imagenet1k/{row}.yaml" in line]
+    assert linked, f"benchmarks/imagenet.md does not link pipelines/imagenet1k/{row}.yaml"
+    cells = " | ".join(ROWS[row].targets)
+    assert any(cells in line for line in linked), f"{row}: targets {cells} not in its row"
+
+
+VARIANTS = sorted(p for folder in VARIANT_FOLDERS for p in (PIPELINES / folder).glob("*.yaml"))
+
+
+def _dataset_free(config: PretrainConfig) -> dict[str, Any]:
+    """The recipe without the fields that depend on the dataset."""
+    values = to_dict(config)
+    values["trainer"].pop("out")
+    values["method_kwargs"].pop("n_steps_frozen_prototypes", None)
+    return values
+
+
+def test_variants_exist() -> None:
+    for folder in VARIANT_FOLDERS:
+        stems = {p.stem for p in (PIPELINES / folder).glob("*.yaml")}
+        assert {"simclr", "byol", "dino_vits16", "mae_vitb16", "swav"} <= stems
+
+
+@pytest.mark.parametrize("path", VARIANTS, ids=_name)
+def test_variant_is_its_imagenet1k_recipe(path: Path) -> None:
+    folder = path.parent.name
+    base = PIPELINES / "imagenet1k" / path.name
+    assert base.is_file(), f"{_name(path)} has no ImageNet-1k recipe {_name(base)}"
+    config, reference = load_config(path), load_config(base)
+    assert _dataset_free(config) == _dataset_free(reference)
+    assert config.trainer.out == f"runs/{folder}/{path.stem}"
+    if "n_steps_frozen_prototypes" in config.method_kwargs:  # frozen for the first epoch
+        steps = TRAIN_IMAGES[folder] // config.data.batch_size
+        assert config.method_kwargs["n_steps_frozen_prototypes"] == steps
+    header = _header(path)
+    assert f"tools/launch_torchrun.sh pipelines/{folder}/{path.name}" in header
+    assert "fastssl shards" in header
+
+
+def test_swav_frozen_prototypes_last_one_epoch() -> None:
+    config = load_config(PIPELINES / "imagenet1k" / "swav.yaml")
+    steps = TRAIN_IMAGES["imagenet1k"] // config.data.batch_size
+    assert config.method_kwargs["n_steps_frozen_prototypes"] == steps
+
+
+def test_imagenet1k_recipe_trains_two_steps_on_the_cpu(tmp_path: Path) -> None:
+    images = make_folder(tmp_path / "images", n=16, size=40)
+    out = tmp_path / "out"
+    code = main(
+        [
+            "pretrain", str(PIPELINES / "imagenet1k" / "simclr.yaml"), "--data", str(images),
+            "--input-size", "32", "--batch-size", "8", "--max-steps", "2",
+            "--accelerator", "cpu", "--precision", "32", "--no-compile", "--num-workers", "0",
+            "--out", str(out), "--set", "method_kwargs.backbone=resnet18",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "simclr" and summary["steps"] == 2
+    assert math.isfinite(summary["final_loss"])
+    # The sqrt scaling of the recipe: 0.075 x sqrt(8) at batch 8.
+    assert summary["peak_lr"] == pytest.approx(0.075 * math.sqrt(8))
