@@ -1,15 +1,38 @@
-"""``fastssl profile``: measure what bounds a training run.
+"""``fastssl profile``: measure what bounds a training run, and what would help.
 
-Modes (one module each, dispatched by :mod:`fastssl.profile.cli`):
+One module per part (a reader can open one file per box):
 
-* ``--loader-only``: images/s of a data-loading backend alone (:func:`measure_loader`).
+* :mod:`~fastssl.profile.loader`: the loader's images/s and its per-stage split
+  (:func:`measure_loader`, :func:`torch_stages`, :func:`dali_stages`);
+* :mod:`~fastssl.profile.compute`: training steps on in-memory batches
+  (:class:`ComputeHarness`: forward, loss, backward, optimizer);
+* :mod:`~fastssl.profile.pipeline`: the loader feeding the steps (data-wait fraction)
+  and the ``torch.profiler`` trace;
+* :mod:`~fastssl.profile.report`: verdict, advice with measured gains, table and chart;
+* :mod:`~fastssl.profile.profiler`: one session running all of them (:func:`profile_run`);
+* :mod:`~fastssl.profile.overhead`: the cost of the pretrain-time throughput callback;
+* :mod:`~fastssl.profile.cli`: the ``fastssl profile`` command.
 
-Compute-only and full-pipeline modes come later; they plug into the same ``MODES``
-table of the CLI and write the same kind of JSON report.
+Example:
+    >>> from fastssl.profile import ProfileOptions, profile_run
+    >>> from fastssl.train.config import load_config
+    >>> report = profile_run(load_config("pipelines/simclr.yaml"), ProfileOptions())
+    ... # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-from fastssl.profile.cli import LoaderReport, measure_loader, resolve_transform
+from fastssl.profile.loader import LoaderReport, measure_loader, resolve_transform
+from fastssl.profile.profiler import ProfileOptions, profile_run
+from fastssl.profile.report import Advice, ProfileReport, judge
 
-__all__ = ["LoaderReport", "measure_loader", "resolve_transform"]
+__all__ = [
+    "Advice",
+    "LoaderReport",
+    "ProfileOptions",
+    "ProfileReport",
+    "judge",
+    "measure_loader",
+    "profile_run",
+    "resolve_transform",
+]

@@ -133,7 +133,8 @@ class ThroughputMonitor(pl.Callback):
             window[1] += images
             window[2] += max(now - self._last_time, 0.0)
             window[3] += max(wait - self._last_wait, 0.0)
-            every = trainer.log_every_n_steps
+            # Set by Lightning's logger connector (not a declared attribute).
+            every = int(getattr(trainer, "log_every_n_steps", 1))
             if every > 0 and (trainer.global_step % every == 0 or trainer.should_stop):
                 steps, seen, seconds, waited = window
                 seconds = max(seconds, 1e-9)

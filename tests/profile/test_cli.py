@@ -1,4 +1,5 @@
-"""``fastssl profile --loader-only``: measurement, method resolution and the JSON report."""
+"""``fastssl profile --loader-only`` without a recipe: measurement, method resolution and
+the flat JSON report the loader benchmark reads."""
 
 from __future__ import annotations
 
@@ -116,15 +117,23 @@ def test_loader_only_writes_the_report(
     assert data["loader_images_per_s"] > 0 and data["batches_measured"] == 4
     assert data["views"] == [[3, 32, 32], [3, 32, 32]]
     assert data["transform"] == "SimCLRTransform"
+    stages = data["stages"]["loader"]
+    assert all(stages[f"{name}_ms"] >= 0 for name in ("read", "decode", "augment"))
+    if backend == "dali":  # by ablation: DALI's executor statistics hold no times
+        assert stages["executor_statistics"].startswith("unavailable: ")
+        assert stages["collate_ms"].startswith("n/a")
+    else:
+        assert stages["samples"] == 4 and stages["collate_ms"] >= 0
+    assert data["compute_images_per_s"] is None and data["bound"] is None
     table = capsys.readouterr().out
     assert "images/s" in table and backend in table
 
 
-def test_profile_without_a_mode_says_what_is_available(
-    folder: Path, capsys: pytest.CaptureFixture[str]
+def test_profile_without_a_recipe_or_data_says_what_to_pass(
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert main(["profile", "--data", str(folder)]) == 2
-    assert "only --loader-only is available" in capsys.readouterr().err
+    assert main(["profile", "--loader-only", "--backend", "torch"]) == 2
+    assert "pass --data PATH" in capsys.readouterr().err
 
 
 def test_missing_data_is_an_error_naming_the_path(
