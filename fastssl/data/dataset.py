@@ -14,6 +14,7 @@ worker re-raises it in the main process with the file name in the message.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import tempfile
@@ -30,6 +31,9 @@ VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mpg", ".hevc", ".m4v", ".webm", ".
 # What PIL raises on a broken file: OSError (truncated data, UnidentifiedImageError),
 # SyntaxError and ValueError (malformed headers), DecompressionBombError (absurd sizes).
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+# What decoding the pixels of an opened image raises (truncated or corrupt data); narrower,
+# so that a bug in a lazily decoding transform is not mistaken for a broken file.
+_PIXEL_ERRORS = (OSError, SyntaxError)
 
 
 class UnreadableImageError(RuntimeError):
@@ -64,6 +68,28 @@ def pil_loader(path: str) -> Image.Image:
         raise UnreadableImageError(path, error) from error
 
 
+def open_image(path: str) -> Image.Image:
+    """Opens an image file without decoding it (header read, pixels not yet decoded).
+
+    For transforms that decode by themselves (``decodes_lazily``), e.g. at a reduced JPEG
+    scale. The file's bytes are read into memory, so no file handle stays open.
+
+    Args:
+        path: Path to the image file.
+
+    Returns:
+        The opened, undecoded PIL image.
+
+    Raises:
+        UnreadableImageError: When the file cannot be read or is not an image.
+    """
+    try:
+        with open(path, "rb") as file:
+            return Image.open(io.BytesIO(file.read()))
+    except _DECODE_ERRORS as error:
+        raise UnreadableImageError(path, error) from error
+
+
 class ImageFolderIndex:
     """The files of an image folder, with torchvision ``ImageFolder``'s attributes.
 
@@ -77,7 +103,9 @@ class ImageFolderIndex:
         targets: Target of every sample.
         classes: Class names (subfolder names; ``[]`` for a flat folder).
         class_to_idx: Class name to target.
-        transform: Applied to the PIL image in ``__getitem__``.
+        transform: Applied to the PIL image in ``__getitem__``. A transform whose
+            ``decodes_lazily`` attribute is True gets the opened, undecoded image and
+            decodes it itself; its decoding errors are reported like the loader's.
     """
 
     def __init__(
@@ -137,9 +165,18 @@ class ImageFolderIndex:
     def __getitem__(self, index: int) -> tuple[Any, int]:
         """Returns ``(transform(image), target)``; raises ``UnreadableImageError``."""
         path, target = self.samples[index]
-        sample: Any = self.loader(path)
-        if self.transform is not None:
-            sample = self.transform(sample)
+        sample: Any
+        if getattr(self.transform, "decodes_lazily", False):
+            assert self.transform is not None
+            image = open_image(path)
+            try:
+                sample = self.transform(image)
+            except _PIXEL_ERRORS as error:
+                raise UnreadableImageError(path, error) from error
+        else:
+            sample = self.loader(path)
+            if self.transform is not None:
+                sample = self.transform(sample)
         if self.target_transform is not None:
             target = self.target_transform(target)
         return sample, target

@@ -8,8 +8,10 @@ of B strings (file names or shard keys).
 
 Backends:
 
-* ``"torch"``: torchvision v2 augmentation in DataLoader workers; the fallback that works
-  everywhere, for folders and shards.
+* ``"torch"``: DataLoader workers, for folders and shards; works everywhere. A transform
+  built from ViewSpecs runs on the batched engine (:mod:`fastssl.data.batched_views`:
+  crop while decoding, then color and blur on whole batches, several times faster than
+  torchvision per sample); any other callable runs per sample, as in lightly.
 * ``"dali"``: the transform's ViewSpecs compiled into an NVIDIA DALI pipeline
   (:mod:`fastssl.dali`), for folders and shards; ``dali_device="mixed"`` decodes on the GPU.
 * ``"ffcv"``: an FFCV loader per view over a ``.beton``; covers the ViewSpecs FFCV can
@@ -35,6 +37,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from fastssl.data.batched_views import (
+    BatchedViewCollate,
+    BatchRecycler,
+    EpochSampler,
+    SeededItems,
+    ViewDecoder,
+)
 from fastssl.data.dataset import LightlyDataset
 from fastssl.data.multi_view_collate import MultiViewCollate
 from fastssl.data.webdataset_source import WebDatasetSource
@@ -90,6 +99,10 @@ class Loader:
         backend: The backend that produces the batches (``"torch"``, ``"dali"``, ``"ffcv"``).
         batch_size: Samples per batch (per process).
         dataset: The torch dataset (torch backend) or None.
+
+    With the torch backend's batched engine and workers, the batches' shared memory is
+    reused once no reference to a batch's tensors is left (see
+    :class:`~fastssl.data.batched_views.BatchRecycler`).
     """
 
     def __init__(
@@ -99,9 +112,11 @@ class Loader:
         backend: str,
         on_epoch: Callable[[int], None],
         batch_size: int | None = None,
+        recycler: BatchRecycler | None = None,
     ) -> None:
         self._batches = batches
         self._on_epoch = on_epoch
+        self._recycler = recycler
         self.kind, self.backend = kind, backend
         if batch_size is None:
             batch_size = int(getattr(batches, "batch_size", None) or 1)
@@ -116,7 +131,10 @@ class Loader:
         return len(self._batches)
 
     def __iter__(self) -> Iterator[Batch]:
-        return iter(cast(Iterable[Batch], self._batches))
+        batches = cast(Iterable[Batch], self._batches)
+        if self._recycler is not None:  # hands the workers' shared memory back when dropped
+            return self._recycler.wrap(batches)
+        return iter(batches)
 
 
 def resolve_backend(backend: str, kind: SourceKind) -> str:
@@ -185,6 +203,7 @@ def make_loader(
     strict: bool = False,
     dali_device: Literal["cpu", "mixed"] = "cpu",
     dtype: torch.dtype = torch.float32,
+    batched: bool | None = None,
 ) -> Loader:
     """Builds the training loader for ``source``.
 
@@ -198,12 +217,15 @@ def make_loader(
             CPU cores.
         shuffle: Shuffle every epoch (seeded by ``seed`` and the epoch).
         drop_last: Drop the last incomplete batch (contrastive losses want full batches).
-        seed: Seed of the data order (and of DALI's augmentations).
+        seed: Seed of the data order and of the augmentations (DALI; torch batched engine).
         rank: This process's rank (default: from torch.distributed).
         world_size: Number of processes (default: from torch.distributed).
         strict: Raise on an unreadable image instead of skipping it with a warning (torch).
         dali_device: ``"cpu"`` or ``"mixed"`` (decode on the GPU of this rank) for DALI.
-        dtype: Dtype of the views: float32 (every backend), float16 or bfloat16 (DALI, FFCV).
+        dtype: Dtype of the views: float32 (every backend), float16 or bfloat16 (DALI, FFCV,
+            and torch's batched engine).
+        batched: torch backend: run the batched engine (None: whenever ``transform`` is
+            built from ViewSpecs) or, with False, call ``transform`` on every sample.
 
     Returns:
         A :class:`Loader`.
@@ -222,9 +244,11 @@ def make_loader(
     rank = dist.rank() if rank is None else rank
     world_size = dist.world_size() if world_size is None else world_size
     workers = len(os.sched_getaffinity(0)) if num_workers is None else num_workers
-    if chosen == "torch" and dtype != torch.float32:
+    specs = _batched_specs(transform, batched) if chosen == "torch" else None
+    if chosen == "torch" and specs is None and dtype != torch.float32:
         raise ValueError(
-            f"dtype={dtype} needs backend='dali' or 'ffcv'; backend='torch' gives float32"
+            f"dtype={dtype} needs backend='dali' or 'ffcv', or a transform built from "
+            f"ViewSpecs (batched engine); backend='torch' per sample gives float32"
         )
     if chosen == "dali":
         return _dali_loader(
@@ -238,36 +262,73 @@ def make_loader(
             dtype=dtype,
         )  # fmt: skip
         return Loader(batches, kind, "ffcv", batches.set_epoch, batch_size)
+    decoder = None if specs is None else ViewDecoder(specs)
+    recycler = BatchRecycler(workers) if specs is not None and workers > 0 else None
+    collate: Any = MultiViewCollate()
+    if specs is not None:
+        collate = BatchedViewCollate(specs, dtype, recycler=recycler)
     common: dict[str, Any] = {
         "batch_size": batch_size,
         "num_workers": workers,
-        "collate_fn": MultiViewCollate(),
+        "collate_fn": collate,
         "drop_last": drop_last,
         "persistent_workers": workers > 0,
+        "worker_init_fn": _init_worker,
     }
     if kind == "webdataset":
         shards = WebDatasetSource(
             source,
-            transform=transform,
+            transform=transform if decoder is None else decoder,
             seed=seed,
             shuffle=shuffle,
             rank=rank,
             world_size=world_size,
         )
-        return Loader(DataLoader(shards, **common), kind, "torch", shards.set_epoch)
+        return Loader(
+            DataLoader(shards, **common), kind, "torch", shards.set_epoch, recycler=recycler
+        )
     # LightlyDataset (like lightly's) is a map-style dataset without the Dataset base class.
-    dataset = cast(Dataset[Any], LightlyDataset(os.fspath(source), transform, strict=strict))
+    folder = LightlyDataset(
+        os.fspath(source), transform if decoder is None else decoder, strict=strict
+    )
+    dataset = cast(Dataset[Any], folder)
     sampler: DistributedSampler[Any] = DistributedSampler(
         dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last
     )
     generator = torch.Generator().manual_seed(seed)
-    loader: DataLoader[Any] = DataLoader(
-        dataset,
-        sampler=sampler,
-        generator=generator,
-        **common,
-    )
+    if decoder is not None:
+        # Items (index, epoch): each sample's augmentation is seeded by (seed, epoch, index).
+        items = EpochSampler(sampler)
+        loader: DataLoader[Any] = DataLoader(
+            SeededItems(folder, decoder, seed), sampler=items, generator=generator, **common
+        )
+        return Loader(loader, kind, "torch", items.set_epoch, recycler=recycler)
+    loader = DataLoader(dataset, sampler=sampler, generator=generator, **common)
     return Loader(loader, kind, "torch", sampler.set_epoch)
+
+
+def _batched_specs(transform: Any, batched: bool | None) -> list[ViewSpec] | None:
+    """The ViewSpecs the batched engine runs, or None for per-sample ``transform`` calls.
+
+    Raises:
+        ValueError: With ``batched=True`` and a transform that carries no ViewSpecs.
+    """
+    if batched is False:
+        return None
+    try:
+        return view_specs_of(transform)
+    except ValueError as error:
+        if batched:
+            raise ValueError(
+                f"batched=True needs a transform built from ViewSpecs, but {error}; pass "
+                f"batched=None or False to call this transform on every sample"
+            ) from error
+        return None
+
+
+def _init_worker(worker_id: int) -> None:
+    # Intra-op threads in every worker would oversubscribe the cores the workers share.
+    torch.set_num_threads(1)
 
 
 def _dali_loader(

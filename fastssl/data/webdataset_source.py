@@ -17,7 +17,12 @@ delivered exactly once across all ranks x DataLoader workers:
   sequence (different ones each epoch) are left out of that epoch, so that all ranks run
   the same number of steps under DDP.
 * **Shuffle.** Each worker passes its samples through a shuffle buffer seeded by
-  ``(seed, epoch, rank, worker)``. Call :meth:`set_epoch` before each epoch.
+  ``(seed, epoch, rank, worker)``. Call :meth:`set_epoch` before each epoch; the epoch
+  lives in shared memory, so persistent DataLoader workers see it too.
+* **Augmentation.** A transform with ``decodes_lazily = True`` (fastssl's
+  :class:`~fastssl.data.batched_views.ViewDecoder`) gets the opened, undecoded image; one
+  with a ``reseed(seed, epoch, key)`` method is reseeded before each sample, so that its
+  draws depend on the seed, epoch and key only.
 * **Resume.** :meth:`state_dict` records how many samples each worker of this rank has
   delivered this epoch; :meth:`load_state_dict` makes the next iteration skip exactly
   those (their bytes are read to replay the shuffle buffer, but not decoded). With
@@ -62,6 +67,7 @@ import tarfile
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
@@ -177,14 +183,19 @@ def shuffle_buffer(items: Iterator[Any], size: int, rng: random.Random) -> Itera
     yield from buffer
 
 
-def decode_image(sample: dict[str, Any]) -> Image.Image:
-    """The RGB PIL image of a sample's first image member."""
+def open_image(sample: dict[str, Any]) -> Image.Image:
+    """A sample's first image member, opened but not decoded."""
     for ext in IMAGE_EXTENSIONS:
         if ext in sample:
-            with Image.open(io.BytesIO(sample[ext])) as image:
-                return image.convert("RGB")
+            return Image.open(io.BytesIO(sample[ext]))
     members = sorted(k for k in sample if k != "__key__")
     raise ValueError(f"sample {sample['__key__']!r} has no image member (members: {members})")
+
+
+def decode_image(sample: dict[str, Any]) -> Image.Image:
+    """The RGB PIL image of a sample's first image member."""
+    with open_image(sample) as image:
+        return image.convert("RGB")
 
 
 class WebDatasetSource(IterableDataset):
@@ -252,7 +263,8 @@ class WebDatasetSource(IterableDataset):
         self._counts = [int(s["num_samples"]) for s in self.manifest["shards"]]
         # Keys are write positions and shards hold consecutive keys: shard s starts here.
         self._starts = [sum(self._counts[:s]) for s in range(len(self._counts))]
-        self.epoch = 0
+        # Shared memory: DataLoader workers (persistent ones too) read the current epoch.
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._delivered: dict[int, int] = {}  # worker -> samples delivered this epoch
         self._skip: dict[int, int] = {}  # worker -> samples to skip (from load_state_dict)
         self._num_workers: int | None = None  # of the DataLoader, once known
@@ -286,6 +298,15 @@ class WebDatasetSource(IterableDataset):
         start, stop = self._rank_range()
         low, high = _consumer_range(stop - start, num_workers, worker)
         return start + low, start + high
+
+    @property
+    def epoch(self) -> int:
+        """The epoch whose order (and augmentation seeds) the next iteration uses."""
+        return int(self._epoch)
+
+    @epoch.setter
+    def epoch(self, epoch: int) -> None:
+        self._epoch.fill_(epoch)
 
     def set_epoch(self, epoch: int) -> None:
         """Selects the epoch (reshuffles); clears delivery counts of another epoch."""
@@ -326,20 +347,26 @@ class WebDatasetSource(IterableDataset):
                 f"this source was resumed or marked for num_workers={self._num_workers} "
                 f"but runs in a DataLoader with num_workers={num_workers}"
             )
+        epoch = self.epoch
         start, stop = self._worker_range(worker, num_workers)
-        stream = self._read(self._shard_order(self.epoch), start, stop)
+        stream = self._read(self._shard_order(epoch), start, stop)
         if self.shuffle:
-            rng = random.Random(f"{self.seed}/{self.epoch}/{self.rank}/{worker}")
+            rng = random.Random(f"{self.seed}/{epoch}/{self.rank}/{worker}")
             stream = shuffle_buffer(stream, self.buffer_size, rng)
         skip = self._skip.get(worker, 0)
+        lazy = getattr(self.transform, "decodes_lazily", False)
+        reseed = getattr(self.transform, "reseed", None)
         for position, sample in enumerate(stream):
             if position < skip:
                 continue  # delivered before the resume: replayed, not decoded
-            image = decode_image(sample)
+            key = sample["__key__"]
+            image = open_image(sample) if lazy else decode_image(sample)
             target = int(sample["cls"]) if "cls" in sample else 0
             if info is None:
                 self._delivered[0] = position + 1
-            yield (self.transform(image) if self.transform else image), target, sample["__key__"]
+            if reseed is not None:
+                reseed(self.seed, epoch, key)
+            yield (self.transform(image) if self.transform else image), target, key
 
     # -- resumable position ------------------------------------------------------------------
 

@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader
 
+from fastssl.data.batched_views import BatchedViewCollate
 from fastssl.data.loader import (
+    Batch,
     FFCVViews,
+    Loader,
     detect_source,
     ffcv_unsupported,
     make_loader,
     resolve_backend,
     view_specs_of,
 )
+from fastssl.data.multi_view_collate import MultiViewCollate
 from fastssl.data.shards import ShardSettings, convert
 from fastssl.transforms.multi_view_transform import MultiViewTransform, ViewTransform
 from fastssl.transforms.simclr_transform import SimCLRTransform
@@ -159,9 +166,67 @@ def test_ffcv_backend_refuses_a_folder(sources: dict[str, Path]) -> None:
         make_loader(sources["folder"], _transform(), backend="ffcv")
 
 
-def test_torch_backend_refuses_half_precision(sources: dict[str, Path]) -> None:
+def test_torch_per_sample_refuses_half_precision_and_batched_gives_it(
+    sources: dict[str, Path],
+) -> None:
     with pytest.raises(ValueError, match=r"dtype=torch.float16 needs backend='dali' or 'ffcv'"):
-        make_loader(sources["folder"], _transform(), backend="torch", dtype=torch.float16)
+        make_loader(
+            sources["folder"], _transform(), backend="torch", dtype=torch.float16, batched=False
+        )
+    loader = make_loader(
+        sources["folder"], _transform(), backend="torch", dtype=torch.float16, batch_size=4,
+        num_workers=0,
+    )  # fmt: skip
+    views, _, _ = next(iter(loader))
+    assert [v.dtype for v in views] == [torch.float16, torch.float16]
+
+
+def _batches(loader: Loader, epoch: int) -> list[Batch]:
+    loader.set_epoch(epoch)
+    return list(loader)
+
+
+def _same(a: list[Batch], b: list[Batch]) -> bool:
+    return all(
+        x[2] == y[2] and all(torch.equal(u, v) for u, v in zip(x[0], y[0], strict=True))
+        for x, y in zip(a, b, strict=True)
+    ) and len(a) == len(b)
+
+
+@pytest.mark.parametrize("kind", ["folder", "webdataset"])
+def test_torch_batches_depend_on_seed_and_epoch_only(sources: dict[str, Path], kind: str) -> None:
+    def loader(workers: int, seed: int = 0) -> Loader:
+        made = make_loader(
+            sources[kind], _transform(), backend="torch", batch_size=4, num_workers=workers,
+            seed=seed,
+        )  # fmt: skip
+        assert isinstance(cast(DataLoader, made._batches).collate_fn, BatchedViewCollate)
+        return made
+
+    two = loader(2)  # persistent workers: they must see every set_epoch
+    first, second, again = _batches(two, 0), _batches(two, 1), _batches(two, 0)
+    assert _same(first, again) and not _same(first, second)
+    assert [k for b in first for k in b[2]] != [k for b in second for k in b[2]]  # order
+    if kind == "folder":  # the sampler fixes the batches; the seeds fix the augmentations
+        assert _same(_batches(loader(0), 1), second)
+    assert not _same(_batches(loader(0, seed=1), 0), first)
+
+
+def test_torch_per_sample_path_and_worker_threads(sources: dict[str, Path]) -> None:
+    def threads(image: object) -> list[torch.Tensor]:
+        return [torch.tensor([torch.get_num_threads()])]
+
+    loader = make_loader(sources["folder"], threads, backend="torch", batch_size=4, num_workers=2)
+    assert isinstance(cast(DataLoader, loader._batches).collate_fn, MultiViewCollate)
+    assert {int(n) for views, _, _ in loader for n in views[0]} == {1}
+    per_sample = make_loader(
+        sources["folder"], _transform(), backend="torch", batch_size=4, num_workers=0,
+        batched=False,
+    )  # fmt: skip
+    views, _, keys = next(iter(per_sample))
+    assert [tuple(v.shape) for v in views] == [(4, 3, 24, 24)] * 2 and len(keys) == 4
+    with pytest.raises(ValueError, match=r"batched=True needs a transform built from ViewSpecs"):
+        make_loader(sources["folder"], threads, backend="torch", batched=True)
 
 
 @pytest.mark.parametrize(
@@ -208,3 +273,32 @@ def test_ffcv_backend_structure(tmp_path: Path, sources: dict[str, Path]) -> Non
         assert [tuple(v.shape) for v in views] == [(8, 3, 24, 24), (8, 3, 16, 16)]
         assert views[0].dtype == torch.float32 and targets.shape == (8,)
         assert len(set(keys)) == 8 and all(k.isdigit() for k in keys)
+
+
+def _inode(view: torch.Tensor) -> int:
+    fd, _ = view.untyped_storage()._share_fd_cpu_()
+    return os.fstat(fd).st_ino
+
+
+def test_torch_workers_reuse_shared_memory_but_never_a_batch_still_held(
+    sources: dict[str, Path],
+) -> None:
+    loader = make_loader(
+        sources["folder"], _transform(), backend="torch", batch_size=4, num_workers=2
+    )
+    kept, copies = [], []
+    for epoch in range(2):  # every batch kept: no slot comes free, nothing is overwritten
+        for views, _, _ in _batches(loader, epoch):
+            kept.append(views)
+            copies.append([v.clone() for v in views])
+    for views, clone in zip(kept, copies, strict=True):
+        assert all(torch.equal(v, c) for v, c in zip(views, clone, strict=True))
+    held = kept[0][1][1:3]  # a view of a tensor keeps its storage, hence its slot, in use
+    first = held.clone()
+    del kept, copies, views, clone
+    dropped = []
+    for epoch in range(3):  # batches dropped at once: their shared memory comes back
+        loader.set_epoch(epoch)
+        dropped += [_inode(views[0]) for views, _, _ in loader]
+    assert len(set(dropped)) < len(dropped)
+    assert torch.equal(held, first)

@@ -36,8 +36,10 @@ def test_torch_stages_time_the_loaders_own_work_and_scale_to_the_batch(
     stages = torch_stages(loader, source, kind, torch.device("cpu"), samples=4)
     assert stages["samples"] == 4
     assert all(stages[name] >= 0 for name in STAGES)
-    # 10 ms of augmentation per image, 8 images per batch, measured on 4 of them.
-    assert 80 <= stages["augment_ms"] < 160
+    # 10 ms of augmentation per image, 8 images per batch, measured on 4 of them. The split
+    # subtracts a separately timed decode from the transform's time, so on a loaded machine
+    # the estimate can fall a little below the slept 80 ms (78.8 seen): 10% either way.
+    assert 72 <= stages["augment_ms"] < 160
     assert stages["augment_ms"] == max(stages[name] for name in STAGES)
     total = sum(stages[name] for name in STAGES)
     assert stages["serial_images_per_s"] == pytest.approx(1000 * 8 / total)
