@@ -158,6 +158,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=1, help="runs per contender (best kept)")
     parser.add_argument("--only", default=None, help=argparse.SUPPRESS)  # child process
+    parser.add_argument("--out", type=Path, default=RESULTS, help="JSON output path")
     args = parser.parse_args()
     root = Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
@@ -203,7 +204,7 @@ def main() -> None:
         print(f"{name:<16} {speed:>9.1f} {ratio:>7} {share:>10}")
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(f"\nmachine: {os.cpu_count()} cpus; {uptime}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "setup": {
             "images": args.images,
@@ -222,8 +223,8 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "uptime": uptime},
         "results": results,
     }
-    RESULTS.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {RESULTS.relative_to(ROOT)}")
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
