@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from pretrain_epoch import PEER  # noqa: E402
+from pretrain_epoch import PEER, pretrain_command  # noqa: E402
 
 from fastssl.eval.features import eval_transform, extract_features, open_labeled  # noqa: E402
 from fastssl.eval.knn import knn_accuracy  # noqa: E402
@@ -105,12 +105,10 @@ def main() -> None:
 
         out = work / "ours"
         wall, cpu = timed(
-            [sys.executable, "-m", "fastssl", "pretrain", str(ROOT / "pipelines/simclr.yaml"),
-             "--data", str(data / "train"), "--input-size", "32", "--batch-size", "256",
-             "--num-workers", str(args.workers), "--max-epochs", str(args.epochs),
-             "--accelerator", "cpu", "--seed", str(args.seed), "--out", str(out),
-             "--set", "method_kwargs.backbone=timm:resnet18",
-             "--set", "schedule.warmup_epochs=1"]
+            pretrain_command(
+                data / "train", out, args.workers, args.epochs, args.seed,
+                "--set", "schedule.warmup_epochs=1",
+            )
         )  # fmt: skip
         ours = load_method(out / "last.ckpt").backbone
         rows["fastssl pretrain (bf16-mixed)"] = {

@@ -95,16 +95,27 @@ def run_peer(folder: Path, workers: int, epochs: int, seed: int) -> dict[str, An
     return {**result, "wall_s": time.perf_counter() - start}
 
 
-def run_ours(
-    folder: Path, out: Path, workers: int, epochs: int, seed: int, precision: str
-) -> dict[str, Any]:
-    command = [
+def pretrain_command(
+    folder: Path, out: Path, workers: int, epochs: int, seed: int, *extra: str
+) -> list[str]:
+    """``fastssl pretrain`` of SimCLR at 32 px, batch 256, on the peer's ResNet-18 (the
+    standard stem, ``timm:resnet18``), on the CPU; ``extra`` flags are appended."""
+    return [
         sys.executable, "-m", "fastssl", "pretrain", str(ROOT / "pipelines/simclr.yaml"),
         "--data", str(folder), "--input-size", "32", "--batch-size", "256",
         "--num-workers", str(workers), "--max-epochs", str(epochs), "--accelerator", "cpu",
-        "--precision", precision, "--seed", str(seed), "--out", str(out),
-        "--set", "method_kwargs.backbone=timm:resnet18", "--set", "schedule.warmup_epochs=0",
+        "--seed", str(seed), "--out", str(out), "--set", "method_kwargs.backbone=timm:resnet18",
+        *extra,
     ]  # fmt: skip
+
+
+def run_ours(
+    folder: Path, out: Path, workers: int, epochs: int, seed: int, precision: str
+) -> dict[str, Any]:
+    command = pretrain_command(
+        folder, out, workers, epochs, seed,
+        "--precision", precision, "--set", "schedule.warmup_epochs=0",
+    )  # fmt: skip
     start = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True, text=True)
     wall = time.perf_counter() - start
