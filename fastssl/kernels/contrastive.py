@@ -633,7 +633,7 @@ def dcl_fused(
         fused: True/False forces the kernel/reference path; None reads ``$FASTSSL_FUSED_LOSS``.
         strategy: "eager" (gradients formed in the forward sweep) or "recompute" (backward
             recomputes the similarity tiles from the saved per-row log-sum-exp); see
-            ``STRATEGIES``. The memory-bank path always recomputes.
+            ``STRATEGIES``.
         block_rows: Rows per tile of the fused kernel.
         block_cols: Columns per tile of the fused kernel.
 
