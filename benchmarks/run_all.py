@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {name}: exit {done.returncode} after {time.perf_counter() - start:.0f} s\n")
         if done.returncode != 0:
             failed.append(name)
+    if args.quick:
+        print(f"quick-run results (not comparable) are in {tmp}")
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -29,7 +29,7 @@ from tests.methods._two_view_steps import tiny_cnn
 
 # Backbone and input size per method; methods not listed train a one-convolution CNN at
 # 16 px. ViT-only methods need the tiny ViT, DenseCL needs feature maps, AIM a causal ViT.
-TINY: dict[str, tuple[Callable[[], nn.Module], int]] = {
+BACKBONES: dict[str, tuple[Callable[[], nn.Module], int]] = {
     "aim": (tiny_causal_vit, 32),
     "densecl": (lambda: tiny_cnn(maps=True), 16),
     "dino": (tiny_vit, 32),
@@ -53,7 +53,7 @@ def small_heads(name: str) -> dict[str, object]:
 
 def build(name: str, seed: int = 0) -> Method:
     torch.manual_seed(seed)
-    make_backbone, size = TINY.get(name, (tiny_cnn, 16))
+    make_backbone, size = BACKBONES.get(name, (tiny_cnn, 16))
     return methods.create(name, backbone=make_backbone(), input_size=size, **small_heads(name))
 
 
