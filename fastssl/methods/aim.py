@@ -33,7 +33,7 @@ from torchvision.models.vision_transformer import VisionTransformer as Torchvisi
 
 from fastssl.loss.reconstruction_loss import MaskedReconstructionLoss
 from fastssl.methods import _vit
-from fastssl.methods.base import Method, OptimizerDefaults, StepInfo
+from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_views
 from fastssl.methods.dino import check_count
 from fastssl.models.utils import (
     initialize_2d_sine_cosine_positional_embedding,
@@ -246,9 +246,9 @@ class AIM(Method):
         loss: Tensor = self.criterion(prediction[:, :-1], target[:, 1:], mask[:, 1:])
         return loss
 
-    def default_transform(self) -> AIMTransform:
+    def default_transform(self, **views: Any) -> AIMTransform:
         """AIM's random resized crop (scale 0.4-1) and horizontal flip at ``input_size``."""
-        return AIMTransform(input_size=self.input_size)
+        return build_views(AIMTransform, views, {"input_size": self.input_size})
 
     def trainable_modules(self) -> list[nn.Module]:
         """Everything: trunk and prediction head (the positions are fixed)."""

@@ -19,13 +19,13 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
 from fastssl.loss.barlow_twins_loss import BarlowTwinsLoss
 from fastssl.methods import _vit
-from fastssl.methods.base import Method, OptimizerDefaults, StepInfo
+from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_view_pair
 from fastssl.methods.simclr import check_dims, two_views
 from fastssl.models.modules.heads.redundancy import BarlowTwinsProjectionHead
 from fastssl.transforms.byol_transform import (
@@ -98,9 +98,8 @@ class BarlowTwins(Method):
         loss: Tensor = self.criterion(z0, z1)
         return loss
 
-    def default_transform(self) -> BYOLTransform:
+    def default_transform(self, **views: Any) -> BYOLTransform:
         """BYOL's asymmetric views, which the paper uses."""
-        return BYOLTransform(
-            BYOLView1Transform(input_size=self.input_size),
-            BYOLView2Transform(input_size=self.input_size),
+        return build_view_pair(
+            BYOLTransform, BYOLView1Transform, BYOLView2Transform, views, self.input_size
         )

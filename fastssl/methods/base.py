@@ -18,13 +18,73 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from torch import Tensor, nn
 
 from fastssl.models.backbones import build_backbone
+
+T = TypeVar("T")
+
+
+def build_views(
+    cls: type[T],
+    overrides: Mapping[str, Any],
+    fixed: Mapping[str, Any] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> T:
+    """``cls(**fixed, **defaults, **overrides)``: a method's view transform with a recipe's
+    ``views:`` overrides, each checked against the arguments of ``cls``.
+
+    Args:
+        cls: A transform class of :mod:`fastssl.transforms` (e.g. ``SimCLRTransform``).
+        overrides: The recipe's ``views`` keyword arguments (e.g. ``{"gaussian_blur": 0.0}``).
+        fixed: Arguments the method derives from its own (``input_size``, view counts);
+            overriding them is an error that says where to set them instead.
+        defaults: The method's own choices for ``cls``, which ``overrides`` may replace.
+
+    Raises:
+        ValueError: For an argument ``cls`` does not take, or one in ``fixed``.
+
+    Example:
+        >>> from fastssl.transforms import SimCLRTransform
+        >>> t = build_views(SimCLRTransform, {"gaussian_blur": 0.0}, {"input_size": 32})
+        >>> t.view_specs[0].crop_size, t.view_specs[0].blur_prob
+        (32, 0.0)
+    """
+    fixed, defaults = dict(fixed or {}), dict(defaults or {})
+    allowed = [
+        name
+        for name, p in inspect.signature(cls).parameters.items()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name not in fixed
+    ]
+    for key in overrides:
+        if key in fixed:
+            raise ValueError(
+                f"views.{key}: {cls.__name__}'s {key} is set by the method from its own "
+                "arguments (data.input_size or method_kwargs): change it there"
+            )
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+            hint = f" (did you mean views.{close[0]}?)" if close else ""
+            raise ValueError(
+                f"views.{key}: {cls.__name__} has no argument {key!r}{hint}; allowed: "
+                f"{', '.join(allowed)}"
+            )
+    return cls(**fixed, **{**defaults, **overrides})
+
+
+def build_view_pair(
+    pair: Callable[[Any, Any], T], view1: type, view2: type, overrides: Mapping[str, Any], input_size: int
+) -> T:
+    """``pair(view1(...), view2(...))`` at ``input_size``, the same ``views`` overrides given
+    to both views (BYOL-style asymmetric pairs); see :func:`build_views`."""
+    fixed = {"input_size": input_size}
+    return pair(build_views(view1, overrides, fixed), build_views(view2, overrides, fixed))
 
 
 @dataclass(frozen=True)
@@ -109,8 +169,17 @@ class Method(nn.Module):
         """Called after backward, before the optimizer step (e.g. to cancel the gradient
         of layers frozen early in training). Default: nothing."""
 
-    def default_transform(self) -> Any:
-        """The multi-view transform of the paper at ``self.input_size``."""
+    def default_transform(self, **views: Any) -> Any:
+        """The multi-view transform of the paper at ``self.input_size``.
+
+        Args:
+            **views: Keyword arguments for the transform class that replace the paper's
+                (a recipe's ``views:`` section), e.g. ``gaussian_blur=0.0, min_scale=0.2``;
+                methods with two view classes (BYOL-style) give them to both.
+
+        Raises:
+            ValueError: For an argument the transform class does not take.
+        """
         raise NotImplementedError
 
     def trainable_modules(self) -> list[nn.Module]:

@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from fastssl.loss.negative_cosine_similarity import NegativeCosineSimilarity
 from fastssl.methods import _vit
-from fastssl.methods.base import Method, OptimizerDefaults, StepInfo
+from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_view_pair
 from fastssl.methods.dino import check_momentum
 from fastssl.methods.simclr import check_dims, two_views
 from fastssl.models.modules.heads.siamese import BYOLPredictionHead, BYOLProjectionHead
@@ -131,11 +131,10 @@ class BYOL(Method):
         loss: Tensor = 0.5 * (self.criterion(p0, t1) + self.criterion(p1, t0))
         return loss
 
-    def default_transform(self) -> BYOLTransform:
+    def default_transform(self, **views: Any) -> BYOLTransform:
         """BYOL's asymmetric views (blur 1.0 / 0.1, solarization 0.0 / 0.2)."""
-        return BYOLTransform(
-            BYOLView1Transform(input_size=self.input_size),
-            BYOLView2Transform(input_size=self.input_size),
+        return build_view_pair(
+            BYOLTransform, BYOLView1Transform, BYOLView2Transform, views, self.input_size
         )
 
     def trainable_modules(self) -> list[nn.Module]:

@@ -19,13 +19,13 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
 from fastssl.loss.dcl_loss import DCLLoss, DCLWLoss
 from fastssl.methods import _vit
-from fastssl.methods.base import Method, OptimizerDefaults, StepInfo
+from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_views
 from fastssl.methods.dino import check_count
 from fastssl.methods.simclr import check_dims, two_views
 from fastssl.models.modules.heads.contrastive import SimCLRProjectionHead
@@ -106,9 +106,9 @@ class DCL(Method):
         loss: Tensor = self.criterion(z0, z1)
         return loss
 
-    def default_transform(self) -> SimCLRTransform:
+    def default_transform(self, **views: Any) -> SimCLRTransform:
         """SimCLR's two views at ``input_size``."""
-        return SimCLRTransform(input_size=self.input_size)
+        return build_views(SimCLRTransform, views, {"input_size": self.input_size})
 
 
 class DCLW(DCL):

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from fastssl.loss.ntx_ent_loss import ntxent_memory_bank_loss
 from fastssl.methods import _vit
-from fastssl.methods.base import Method, OptimizerDefaults, StepInfo
+from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_views
 from fastssl.methods.dino import check_count, check_momentum
 from fastssl.methods.simclr import check_dims, two_views
 from fastssl.models.backbones import build_backbone
@@ -267,9 +267,9 @@ class DenseCL(Method):
         )
         return (1 - self.lambda_) * loss_global + self.lambda_ * loss_local
 
-    def default_transform(self) -> DenseCLTransform:
+    def default_transform(self, **views: Any) -> DenseCLTransform:
         """DenseCL's (MoCo v2's) views at ``input_size``."""
-        return DenseCLTransform(input_size=self.input_size)
+        return build_views(DenseCLTransform, views, {"input_size": self.input_size})
 
     def trainable_modules(self) -> list[nn.Module]:
         """The query backbone and heads (the key encoder is an EMA)."""

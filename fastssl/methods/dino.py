@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from fastssl.loss.dino_loss import DINOLoss
 from fastssl.methods import _vit
-from fastssl.methods.base import Method, OptimizerDefaults, StepInfo
+from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_views
 from fastssl.models.modules.heads.clustering import DINOProjectionHead
 from fastssl.models.utils import deactivate_requires_grad, update_momentum
 from fastssl.transforms.dino_transform import DINOTransform
@@ -190,13 +190,14 @@ class DINO(Method):
         """Drops the gradient of the head's last layer during the first epochs."""
         self.head.cancel_last_layer_gradients(current_epoch=info.epoch)
 
-    def default_transform(self) -> DINOTransform:
+    def default_transform(self, **views: Any) -> DINOTransform:
         """Two global crops at ``input_size`` and ``n_local_views`` local crops."""
-        return DINOTransform(
-            global_crop_size=self.input_size,
-            local_crop_size=self.local_crop_size,
-            n_local_views=self.n_local_views,
-        )
+        fixed = {
+            "global_crop_size": self.input_size,
+            "local_crop_size": self.local_crop_size,
+            "n_local_views": self.n_local_views,
+        }
+        return build_views(DINOTransform, views, fixed)
 
     def trainable_modules(self) -> list[nn.Module]:
         """The student backbone and head (the teacher is an EMA)."""

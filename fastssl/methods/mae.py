@@ -20,7 +20,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar, cast
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -28,7 +28,7 @@ from torchvision.models.vision_transformer import VisionTransformer as Torchvisi
 
 from fastssl.loss.reconstruction_loss import MaskedReconstructionLoss
 from fastssl.methods import _vit
-from fastssl.methods.base import Method, OptimizerDefaults, StepInfo
+from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_views
 from fastssl.methods.dino import check_count
 from fastssl.models.modules.masked_autoencoder import MAEDecoder
 from fastssl.models.modules.masked_autoencoder_timm import MAEDecoderTIMM
@@ -171,9 +171,9 @@ class MAE(Method):
         loss: Tensor = self.criterion(prediction, target)
         return loss
 
-    def default_transform(self) -> MAETransform:
+    def default_transform(self, **views: Any) -> MAETransform:
         """MAE's random resized crop (scale 0.2-1) and horizontal flip at ``input_size``."""
-        return MAETransform(input_size=self.input_size)
+        return build_views(MAETransform, views, {"input_size": self.input_size})
 
     def trainable_modules(self) -> list[nn.Module]:
         """Everything: encoder, decoder and mask token."""

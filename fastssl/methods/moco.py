@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from fastssl.loss.ntx_ent_loss import NTXentLoss
 from fastssl.methods import _vit
-from fastssl.methods.base import Method, OptimizerDefaults, StepInfo
+from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_view_pair, build_views
 from fastssl.methods.dino import check_count, check_momentum
 from fastssl.methods.simclr import check_dims, two_views
 from fastssl.models.modules.heads.base import ProjectionHead, mlp_blocks
@@ -247,14 +247,13 @@ class MoCo(Method):
         k0, k1 = self.key(x0), self.key(x1)
         return moco_v3_loss(q0, k1, self.temperature) + moco_v3_loss(q1, k0, self.temperature)
 
-    def default_transform(self) -> MoCoV2Transform | BYOLTransform:
+    def default_transform(self, **views: Any) -> MoCoV2Transform | BYOLTransform:
         """The paper's views: MoCo v2's for v2, BYOL's asymmetric pair for v3."""
         if self.version == "v3":
-            return BYOLTransform(
-                BYOLView1Transform(input_size=self.input_size),
-                BYOLView2Transform(input_size=self.input_size),
+            return build_view_pair(
+                BYOLTransform, BYOLView1Transform, BYOLView2Transform, views, self.input_size
             )
-        return MoCoV2Transform(input_size=self.input_size)
+        return build_views(MoCoV2Transform, views, {"input_size": self.input_size})
 
     def trainable_modules(self) -> list[nn.Module]:
         """Backbone and heads of the query encoder (the key encoder is an EMA)."""

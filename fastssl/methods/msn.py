@@ -28,7 +28,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from fastssl.loss.msn_loss import MSNLoss
 from fastssl.loss.pmsn_loss import PMSNLoss
 from fastssl.methods import _vit
-from fastssl.methods.base import Method, OptimizerDefaults, StepInfo
+from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_views
 from fastssl.methods.dino import check_count, check_momentum
 from fastssl.models.modules.heads.clustering import MSNProjectionHead
 from fastssl.models.utils import deactivate_requires_grad, random_token_mask, update_momentum
@@ -212,14 +212,15 @@ class MSN(Method):
         )
         return loss
 
-    def default_transform(self) -> MSNTransform:
+    def default_transform(self, **views: Any) -> MSNTransform:
         """1 target + 1 anchor view at ``input_size`` and ``focal_views`` focal views."""
-        return MSNTransform(
-            random_size=self.input_size,
-            focal_size=self.focal_crop_size,
-            random_views=2,
-            focal_views=self.focal_views,
-        )
+        fixed = {
+            "random_size": self.input_size,
+            "focal_size": self.focal_crop_size,
+            "random_views": 2,
+            "focal_views": self.focal_views,
+        }
+        return build_views(MSNTransform, views, fixed)
 
     def trainable_modules(self) -> list[nn.Module]:
         """The anchor backbone and head, and the prototypes (the target is an EMA)."""

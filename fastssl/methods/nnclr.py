@@ -19,13 +19,13 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
 from fastssl.loss.ntx_ent_loss import NTXentLoss
 from fastssl.methods import _vit
-from fastssl.methods.base import Method, OptimizerDefaults, StepInfo
+from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_views
 from fastssl.methods.simclr import check_dims, two_views
 from fastssl.models.modules.heads.siamese import NNCLRPredictionHead, NNCLRProjectionHead
 from fastssl.models.modules.nn_memory_bank import NNMemoryBankModule
@@ -112,6 +112,6 @@ class NNCLR(Method):
         loss: Tensor = 0.5 * (self.criterion(nn0, p1) + self.criterion(nn1, p0))
         return loss
 
-    def default_transform(self) -> SimCLRTransform:
+    def default_transform(self, **views: Any) -> SimCLRTransform:
         """SimCLR's two views at ``input_size`` (the paper's augmentations)."""
-        return SimCLRTransform(input_size=self.input_size)
+        return build_views(SimCLRTransform, views, {"input_size": self.input_size})

@@ -19,13 +19,13 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar, cast
+from typing import Any, ClassVar, cast
 
 from torch import Tensor, nn
 
 from fastssl.loss.reconstruction_loss import MaskedReconstructionLoss
 from fastssl.methods import _vit
-from fastssl.methods.base import Method, OptimizerDefaults, StepInfo
+from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_views
 from fastssl.methods.mae import check_mask_ratio
 from fastssl.models.modules.masked_vision_transformer import MaskedVisionTransformer
 from fastssl.models.utils import get_at_index, patchify, random_token_mask
@@ -101,9 +101,10 @@ class SimMIM(Method):
         loss: Tensor = self.criterion(prediction, target)
         return loss
 
-    def default_transform(self) -> MAETransform:
+    def default_transform(self, **views: Any) -> MAETransform:
         """Random resized crop (scale 0.67-1) and horizontal flip at ``input_size``."""
-        return MAETransform(input_size=self.input_size, min_scale=0.67)
+        fixed = {"input_size": self.input_size}
+        return build_views(MAETransform, views, fixed, {"min_scale": 0.67})
 
     def trainable_modules(self) -> list[nn.Module]:
         """Everything: encoder (with its mask token) and linear decoder."""

@@ -20,13 +20,13 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
 from fastssl.loss.negative_cosine_similarity import NegativeCosineSimilarity
 from fastssl.methods import _vit
-from fastssl.methods.base import Method, OptimizerDefaults, StepInfo
+from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_views
 from fastssl.methods.simclr import check_dims, two_views
 from fastssl.models.modules.heads.siamese import SimSiamPredictionHead, SimSiamProjectionHead
 from fastssl.transforms.simsiam_transform import SimSiamTransform
@@ -97,6 +97,6 @@ class SimSiam(Method):
         loss: Tensor = 0.5 * (self.criterion(p0, z1.detach()) + self.criterion(p1, z0.detach()))
         return loss
 
-    def default_transform(self) -> SimSiamTransform:
+    def default_transform(self, **views: Any) -> SimSiamTransform:
         """SimSiam's two views at ``input_size``."""
-        return SimSiamTransform(input_size=self.input_size)
+        return build_views(SimSiamTransform, views, {"input_size": self.input_size})

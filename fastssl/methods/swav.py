@@ -19,7 +19,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from fastssl.loss.swav_loss import SwaVLoss
 from fastssl.methods import _vit
-from fastssl.methods.base import Method, OptimizerDefaults, StepInfo
+from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_views
 from fastssl.methods.dino import check_count
 from fastssl.models.modules.heads.clustering import SwaVProjectionHead, SwaVPrototypes
 from fastssl.models.modules.memory_bank import MemoryBankModule
@@ -183,12 +183,13 @@ class SwaV(Method):
             for param in self.prototypes.parameters():
                 param.grad = None
 
-    def default_transform(self) -> SwaVTransform:
+    def default_transform(self, **views: Any) -> SwaVTransform:
         """``n_high_res_views`` crops at ``input_size`` and ``n_local_views`` local crops."""
-        return SwaVTransform(
-            crop_sizes=(self.input_size, self.local_crop_size),
-            crop_counts=(self.n_high_res_views, self.n_local_views),
-        )
+        fixed = {
+            "crop_sizes": (self.input_size, self.local_crop_size),
+            "crop_counts": (self.n_high_res_views, self.n_local_views),
+        }
+        return build_views(SwaVTransform, views, fixed)
 
     def trainable_modules(self) -> list[nn.Module]:
         """Backbone, projection head and prototypes (the queues hold no parameters)."""

@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from fastssl.loss.tico_loss import TiCoLoss
 from fastssl.methods import _vit
-from fastssl.methods.base import Method, OptimizerDefaults, StepInfo
+from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_view_pair
 from fastssl.methods.dino import check_momentum
 from fastssl.methods.simclr import check_dims, two_views
 from fastssl.models.modules.heads.siamese import TiCoProjectionHead
@@ -126,11 +126,10 @@ class TiCo(Method):
         loss: Tensor = self.criterion(z0, z1, update_covariance_matrix=self.training)
         return loss
 
-    def default_transform(self) -> TiCoTransform:
+    def default_transform(self, **views: Any) -> TiCoTransform:
         """TiCo's (BYOL's) asymmetric views at ``input_size``."""
-        return TiCoTransform(
-            TiCoView1Transform(input_size=self.input_size),
-            TiCoView2Transform(input_size=self.input_size),
+        return build_view_pair(
+            TiCoTransform, TiCoView1Transform, TiCoView2Transform, views, self.input_size
         )
 
     def trainable_modules(self) -> list[nn.Module]:

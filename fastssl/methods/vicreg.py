@@ -19,13 +19,13 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
 from fastssl.loss.vicreg_loss import VICRegLoss
 from fastssl.methods import _vit
-from fastssl.methods.base import Method, OptimizerDefaults, StepInfo
+from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_views
 from fastssl.methods.dino import check_count
 from fastssl.methods.simclr import check_dims, two_views
 from fastssl.models.modules.heads.redundancy import VICRegProjectionHead
@@ -106,6 +106,6 @@ class VICReg(Method):
         loss: Tensor = self.criterion(z0, z1)
         return loss
 
-    def default_transform(self) -> VICRegTransform:
+    def default_transform(self, **views: Any) -> VICRegTransform:
         """VICReg's two views at ``input_size``."""
-        return VICRegTransform(input_size=self.input_size)
+        return build_views(VICRegTransform, views, {"input_size": self.input_size})

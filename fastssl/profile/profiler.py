@@ -133,9 +133,9 @@ def method_transform(config: PretrainConfig) -> Any:
     kwargs = method_kwargs(config)
     try:
         tiny = {**kwargs, "backbone": torch.nn.Flatten(), "feature_dim": 8}
-        return cls(**tiny).default_transform()
+        return cls(**tiny).default_transform(**config.views)
     except Exception:  # the method needs its real backbone (or takes no feature_dim)
-        return cls(**kwargs).default_transform()
+        return cls(**kwargs).default_transform(**config.views)
 
 
 def check_data(config: PretrainConfig) -> str:
@@ -212,7 +212,7 @@ def _profile(s: _Session) -> ProfileReport:
     transform, origin = options.transform, options.transform_from
     if options.mode != "loader":
         harness = ComputeHarness(s.config, s.device)
-        transform, origin = harness.method.default_transform(), "method"
+        transform, origin = harness.method.default_transform(**s.config.views), "method"
     elif transform is None:
         transform = method_transform(s.config)
     stages: dict[str, Any] = {}

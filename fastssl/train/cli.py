@@ -37,8 +37,33 @@ FLAG_KEYS: dict[str, str] = {
 }
 
 
+EPILOG = """\
+A recipe has these sections; every key can be set with --set section.key=value:
+  method          registry name (simclr, byol, dino, ...) or module:Class
+  method_kwargs   the method's arguments: backbone (resnet18, resnet50, vit_b_16,
+                  timm:<name>, ...), heads, temperature, momentum, ...
+  views           arguments of the method's view transform that replace the paper's,
+                  e.g. --set views.gaussian_blur=0.0 --set views.min_scale=0.2
+                  (BYOL-style pairs get them on both views)
+  data            path, backend, input_size, batch_size (global), num_workers, shuffle
+  optimizer       name (sgd/lars/adamw), lr (for reference_batch_size), lr_scaling
+                  (linear/sqrt/none), weight_decay, momentum, betas, extra
+  schedule        warmup_epochs or warmup_steps, end_factor, warmup_start_factor
+  trainer         max_steps, max_epochs, max_time, precision, compile, channels_last,
+                  gradient_clip, checkpoint_every_n_steps, log_every_n_steps, seed, out
+  knn             train/val labeled folders for online kNN at epoch ends (k, t)
+Unset optimizer and schedule keys take the method's paper defaults.
+
+Writes OUT/last.ckpt, OUT/summary.json, OUT/metrics.csv, OUT/config.yaml and
+TensorBoard logs (OUT/tensorboard). Exit code 1: non-finite loss (the last good
+checkpoint is kept); 2: a bad recipe, flag or data path.
+"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the options of ``fastssl pretrain`` to ``parser``."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG
     parser.add_argument("config", help="YAML recipe, e.g. pipelines/simclr.yaml")
     add_recipe_arguments(parser)
     parser.add_argument("--resume", metavar="CKPT", help="resume from a checkpoint (last.ckpt)")

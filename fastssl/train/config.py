@@ -114,6 +114,9 @@ class PretrainConfig:
 
     method: str = "simclr"  # registry name (fastssl.methods.list_methods()) or "module:Class"
     method_kwargs: dict[str, Any] = field(default_factory=dict)  # backbone, hyper-parameters
+    # Arguments of the method's view transform that replace the paper's, e.g.
+    # {gaussian_blur: 0.0, min_scale: 0.2} for SimCLRTransform (both views of BYOL-style pairs).
+    views: dict[str, Any] = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -254,8 +257,8 @@ def apply_overrides(
 
     Strings in ``overrides`` are parsed as YAML (``0.1``, ``true``, ``null``,
     ``[0.9, 0.95]``); ``values`` maps keys to already-typed values (the CLI flags). Both
-    are checked against the field's type; keys under ``method_kwargs`` and
-    ``optimizer.extra`` are free-form.
+    are checked against the field's type; keys under ``method_kwargs``, ``views`` and
+    ``optimizer.extra`` are free-form here (the method checks them when it builds).
 
     Raises:
         ConfigError: For a malformed override, an unknown key or a wrong type.
@@ -275,7 +278,7 @@ def apply_overrides(
                 sections = [k for k, v in node.items() if isinstance(v, dict)]
                 raise _unknown_key(".".join(parts[: i + 1]), sections)
             node = node[part]
-        free_form = parts[0] == "method_kwargs" or parts[:2] == ["optimizer", "extra"]
+        free_form = parts[0] in ("method_kwargs", "views") or parts[:2] == ["optimizer", "extra"]
         if parts[-1] not in node and not (free_form and len(parts) > 1):
             raise _unknown_key(key, list(node))
         node[parts[-1]] = value

@@ -79,7 +79,7 @@ def _loader_factory(config: PretrainConfig, module: PretrainModule) -> Any:
                 f"divisible by the number of processes ({world})"
             )
         transform = EpochSeededTransform(
-            module.method.default_transform(), config.trainer.seed, dist.rank()
+            module.method.default_transform(**config.views), config.trainer.seed, dist.rank()
         )
         backend = _backend(config, transform)
         extra: dict[str, Any] = {}
@@ -129,6 +129,7 @@ def build_module(config: PretrainConfig) -> PretrainModule:
         channels_last=config.trainer.channels_last,
         exclude_norm_and_bias=config.optimizer.exclude_norm_and_bias,
     )
+    module.method.default_transform(**config.views)  # a bad views: key fails here, up front
     module.loader_factory = _loader_factory(config, module)
     return module
 
@@ -204,7 +205,8 @@ def pretrain(config: PretrainConfig, resume: str | None = None) -> dict[str, Any
 
     Raises:
         FileNotFoundError: If the data path or the resume checkpoint does not exist.
-        ValueError: For an empty data folder or an impossible batch split.
+        ValueError: For an empty data folder, an impossible batch split or a ``views``
+            argument the method's transform does not take.
         NonFiniteLossError: If the loss becomes NaN or infinite.
     """
     if not config.data.path:

@@ -114,3 +114,18 @@ def test_same_seed_same_loss(name: str) -> None:
     first, _ = step(build(name, seed=3), seed=3)
     second, _ = step(build(name, seed=3), seed=3)
     torch.testing.assert_close(first, second, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", methods.list_methods())
+def test_views_overrides_reach_every_view_and_typos_are_named(name: str) -> None:
+    model = build(name)
+    default = model.default_transform().view_specs
+    half = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}  # every transform takes normalize
+    specs = model.default_transform(normalize=half).view_specs
+    assert len(specs) == len(default)
+    assert [s.crop_size for s in specs] == [s.crop_size for s in default]
+    for spec, paper in zip(specs, default, strict=True):
+        assert paper.normalize_mean != half["mean"]
+        assert (spec.normalize_mean, spec.normalize_std) == (half["mean"], half["std"]), name
+    with pytest.raises(ValueError, match=r"views\.normalise: \w+Transform has no .*normalize"):
+        model.default_transform(normalise=half)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ import yaml
 
 from fastssl.cli import main
 from fastssl.train.checkpoint import method_state_dict, read_checkpoint
+from fastssl.train.config import PretrainConfig
 from tests.train._tiny import TINY, make_folder
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,6 +95,15 @@ def test_cli_errors_exit_2_with_message(
     args = ["pretrain", str(recipe), "--data", str(images), "--set", "method_kwargs.nan_at_step=0"]
     assert main([*args, "--out", str(tmp_path / "nan")]) == 1
     assert "the loss is nan at step 0" in capsys.readouterr().err
+
+
+def test_help_lists_every_recipe_section(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    lines = capsys.readouterr().out.splitlines()
+    sections = [f.name for f in dataclasses.fields(PretrainConfig)]
+    listed = [line.split()[0] for line in lines if line.startswith("  ") and line.split()]
+    assert all(section in listed for section in sections), (sections, listed)
 
 
 @pytest.mark.dist

@@ -76,6 +76,8 @@ def test_overrides_parse_with_field_type() -> None:
             "trainer.max_epochs=null",
             "method_kwargs.backbone=resnet18",
             "method_kwargs.temperature=0.2",
+            "views.gaussian_blur=0.0",
+            "views.normalize={mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5]}",
             "optimizer.extra.trust_coefficient=0.002",
             "knn.train=/data/train",
         ],
@@ -85,6 +87,10 @@ def test_overrides_parse_with_field_type() -> None:
     assert config.trainer.compile is True
     assert config.trainer.max_epochs is None
     assert config.method_kwargs == {"backbone": "resnet18", "temperature": 0.2}
+    assert config.views == {
+        "gaussian_blur": 0.0,
+        "normalize": {"mean": [0.5] * 3, "std": [0.5] * 3},
+    }
     assert config.optimizer.extra == {"trust_coefficient": 0.002}
     assert config.data.batch_size == 64
     assert config.data.path == "/tmp/x: y"  # flag values are not re-parsed as YAML

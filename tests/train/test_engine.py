@@ -10,7 +10,7 @@ import torch
 
 from fastssl.train.checkpoint import load_method, method_state_dict, read_checkpoint
 from fastssl.train.config import PretrainConfig, apply_overrides
-from fastssl.train.engine import pretrain
+from fastssl.train.engine import build_module, pretrain
 from fastssl.train.module import NonFiniteLossError
 from tests.train._tiny import TINY, TinyMethod, make_folder
 
@@ -154,6 +154,26 @@ def test_missing_or_empty_data_is_a_clear_error(tmp_path: Path) -> None:
     few = make_folder(tmp_path / "few", n=4)
     with pytest.raises(ValueError, match="too few images for one batch of 8"):
         pretrain(_config(few, tmp_path / "out"))
+
+
+@pytest.mark.parametrize(
+    ("views", "blur", "scale"),
+    [([], 0.5, (0.08, 1.0)), (["views.gaussian_blur=0.0", "views.min_scale=0.3"], 0.0, (0.3, 1.0))],
+)
+def test_views_section_reaches_the_training_loader(
+    images: Path, tmp_path: Path, views: list[str], blur: float, scale: tuple[float, float]
+) -> None:
+    config = _config(images, tmp_path, "method=simclr", "method_kwargs.backbone=resnet18", *views)
+    loader = build_module(config).loader_factory()
+    specs = loader.transform.view_specs
+    assert [(s.crop_size, s.blur_prob, s.crop_scale) for s in specs] == [(8, blur, scale)] * 2
+
+
+def test_bad_views_key_fails_before_training(images: Path, tmp_path: Path) -> None:
+    config = _config(images, tmp_path, "method=simclr", "views.gausian_blur=0.0")
+    with pytest.raises(ValueError, match=r"views\.gausian_blur: .*views\.gaussian_blur"):
+        pretrain(config)
+    assert not (tmp_path / "last.ckpt").exists()
 
 
 def test_online_knn(images: Path, tmp_path: Path) -> None:

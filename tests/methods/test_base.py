@@ -1,0 +1,58 @@
+"""``build_views``: a method's view transform with a recipe's ``views:`` overrides."""
+
+from __future__ import annotations
+
+import pytest
+
+from fastssl.methods import create
+from fastssl.methods.base import build_views
+from fastssl.transforms import MAETransform, SimCLRTransform
+from tests.methods._two_view_steps import tiny_cnn
+
+
+@pytest.mark.parametrize(
+    ("overrides", "blur", "scale", "cj"),
+    [
+        ({}, 0.5, (0.08, 1.0), 0.8),
+        ({"gaussian_blur": 0.0}, 0.0, (0.08, 1.0), 0.8),
+        ({"min_scale": 0.3, "cj_prob": 0.5}, 0.5, (0.3, 1.0), 0.5),
+    ],
+)
+def test_overrides_replace_the_paper_views(
+    overrides: dict[str, float], blur: float, scale: tuple[float, float], cj: float
+) -> None:
+    transform = build_views(SimCLRTransform, overrides, {"input_size": 24})
+    assert len(transform.view_specs) == 2
+    for spec in transform.view_specs:
+        assert (spec.crop_size, spec.blur_prob, spec.crop_scale, spec.cj_prob) == (
+            24,
+            blur,
+            scale,
+            cj,
+        )
+
+
+def test_overrides_replace_method_defaults_but_not_derived_arguments() -> None:
+    assert build_views(MAETransform, {}, {"input_size": 16}, {"min_scale": 0.67}).view_specs[
+        0
+    ].crop_scale == (0.67, 1.0)
+    chosen = build_views(MAETransform, {"min_scale": 0.5}, {"input_size": 16}, {"min_scale": 0.67})
+    assert chosen.view_specs[0].crop_scale == (0.5, 1.0)
+    with pytest.raises(ValueError, match=r"views\.input_size: .*data\.input_size"):
+        build_views(MAETransform, {"input_size": 8}, {"input_size": 16})
+
+
+def test_unknown_argument_lists_what_is_allowed() -> None:
+    with pytest.raises(ValueError, match=r"views\.blur: SimCLRTransform has no .*gaussian_blur"):
+        build_views(SimCLRTransform, {"blur": 0.0}, {"input_size": 16})
+
+
+@pytest.mark.parametrize("name", ["byol", "barlowtwins", "tico"])
+def test_pairs_get_the_overrides_on_both_views(name: str) -> None:
+    model = create(name, backbone=tiny_cnn(), input_size=16)
+    first, second = model.default_transform().view_specs
+    assert first.blur_prob != second.blur_prob  # the paper's asymmetric pair
+    first, second = model.default_transform(gaussian_blur=0.0, min_scale=0.4).view_specs
+    assert first.blur_prob == second.blur_prob == 0.0
+    assert first.crop_scale == second.crop_scale == (0.4, 1.0)
+    assert first.solarize_prob != second.solarize_prob  # what was not overridden stays
