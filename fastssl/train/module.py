@@ -135,8 +135,14 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     """The optimizer ``defaults.name`` over ``groups`` at learning rate ``lr``.
 
+    ``defaults.extra["lr_biases"]`` (Barlow Twins) is the learning rate of the biases and
+    normalisation parameters (the ``no_decay`` group of :func:`param_groups`) for a batch
+    of ``reference_batch_size``; it is scaled to the run's batch as ``lr`` is, i.e. the
+    group gets ``lr * lr_biases / defaults.lr``.
+
     Raises:
-        ValueError: For an unknown optimizer name.
+        ValueError: For an unknown optimizer name, or ``lr_biases`` without a
+            ``no_decay`` group (``optimizer.exclude_norm_and_bias`` off).
     """
     classes: dict[str, Any] = {
         "sgd": torch.optim.SGD,
@@ -154,6 +160,17 @@ def build_optimizer(
         kwargs.setdefault("betas", defaults.betas)
     else:
         kwargs.setdefault("momentum", defaults.momentum)
+    lr_biases = defaults.extra.get("lr_biases")
+    if lr_biases is not None:
+        no_decay = [group for group in groups if group.get("name") == "no_decay"]
+        if not no_decay:
+            raise ValueError(
+                "optimizer.extra.lr_biases sets the learning rate of biases and norms, which "
+                "needs them in their own group: set optimizer.exclude_norm_and_bias=true or "
+                "optimizer.extra.lr_biases=null"
+            )
+        for group in no_decay:
+            group["lr"] = lr * float(lr_biases) / defaults.lr
     optimizer: torch.optim.Optimizer = cls(groups, lr=lr, **kwargs)
     return optimizer
 

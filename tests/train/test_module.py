@@ -15,6 +15,7 @@ from fastssl.train.module import (
     scaled_lr,
 )
 from fastssl.utils.lars import LARS
+from fastssl.utils.scheduler import CosineWarmupScheduler
 from tests.train._tiny import TINY, TinyMethod
 
 
@@ -85,6 +86,32 @@ def test_build_optimizer_passes_only_accepted_extras() -> None:
     optimizer = build_optimizer(param_groups([_Net()], 0.1), defaults, lr=0.5)
     assert optimizer.param_groups[0]["trust_coefficient"] == 0.02
     assert "final_lr" not in optimizer.param_groups[0]
+
+
+@pytest.mark.parametrize(("lr", "lr_biases"), [(0.5, 0.012), (4.0, 0.0048)])
+def test_lr_biases_scales_like_lr_and_survives_the_schedule(lr: float, lr_biases: float) -> None:
+    defaults = merge_optimizer(
+        TinyMethod.optimizer_defaults,
+        {"name": "lars", "lr": 0.2, "extra": {"lr_biases": lr_biases}},
+    )  # lr 0.2 at the reference batch; the run's scaled peak is ``lr``
+    optimizer = build_optimizer(param_groups([_Net()], 0.1), defaults, lr=lr)
+    by_name = {g["name"]: g for g in optimizer.param_groups}
+    assert by_name["decay"]["lr"] == lr
+    assert by_name["no_decay"]["lr"] == pytest.approx(lr * lr_biases / 0.2)
+    scheduler = CosineWarmupScheduler(optimizer, warmup_epochs=2, max_epochs=10)
+    for _ in range(4):
+        optimizer.step()
+        scheduler.step()
+    assert by_name["no_decay"]["lr"] / by_name["decay"]["lr"] == pytest.approx(lr_biases / 0.2)
+
+
+def test_lr_biases_needs_the_norm_and_bias_group() -> None:
+    defaults = merge_optimizer(TinyMethod.optimizer_defaults, {"extra": {"lr_biases": 0.01}})
+    groups = param_groups([_Net()], 0.1, exclude_norm_and_bias=False)
+    with pytest.raises(ValueError, match=r"lr_biases .*exclude_norm_and_bias=true"):
+        build_optimizer(groups, defaults, lr=0.5)
+    unset = merge_optimizer(TinyMethod.optimizer_defaults, {"extra": {"lr_biases": None}})
+    assert all(g["lr"] == 0.5 for g in build_optimizer(groups, unset, lr=0.5).param_groups)
 
 
 def test_merge_optimizer_keeps_method_defaults_for_none() -> None:
