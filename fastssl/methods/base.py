@@ -79,7 +79,11 @@ def build_views(
 
 
 def build_view_pair(
-    pair: Callable[[Any, Any], T], view1: type, view2: type, overrides: Mapping[str, Any], input_size: int
+    pair: Callable[[Any, Any], T],
+    view1: type,
+    view2: type,
+    overrides: Mapping[str, Any],
+    input_size: int,
 ) -> T:
     """``pair(view1(...), view2(...))`` at ``input_size``, the same ``views`` overrides given
     to both views (BYOL-style asymmetric pairs); see :func:`build_views`."""
