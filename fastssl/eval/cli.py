@@ -53,7 +53,11 @@ modes (one or more):
   random:<backbone>   a randomly initialised backbone, e.g. random:resnet18 (seeded by
                       --seed); needs --input-size
   pixels              the raw pixels of the resized image as features; needs --input-size
-                      (knn and linear only)"""
+                      (knn and linear only)
+
+--network ema evaluates the EMA copy of the backbone instead of the trained one: BYOL's
+target, DINO's teacher, MoCo's and DenseCL's key encoder, MSN's target, TiCo's momentum
+encoder (the network DINO's paper, and lightly's benchmarks for DINO and TiCo, report)."""
 
 
 def _positive_int(text: str) -> int:
@@ -90,6 +94,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint", required=True, metavar="CKPT",
         help="`fastssl pretrain` checkpoint, random:<backbone> or pixels (see above)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--network", choices=("online", "ema"), default="online",
+        help="online: the trained backbone (default); ema: its EMA copy (see above)",
     )  # fmt: skip
     parser.add_argument("--train", required=True, metavar="DIR", help="labeled training data")
     parser.add_argument("--val", required=True, metavar="DIR", help="labeled validation data")
@@ -149,13 +157,26 @@ class EvalModel:
     backbone_name: str
 
 
-def resolve_model(spec: str, input_size: int | None, seed: int = 0) -> EvalModel:
+def resolve_model(
+    spec: str, input_size: int | None, seed: int = 0, network: str = "online"
+) -> EvalModel:
     """Builds the model named by ``--checkpoint``: a checkpoint file or a baseline.
 
+    Args:
+        spec: A checkpoint path, ``random:<backbone>`` or ``pixels``.
+        input_size: Image side (default: the checkpoint's training size).
+        seed: Seed of a random baseline.
+        network: ``"online"`` (the trained backbone) or ``"ema"`` (its EMA copy).
+
     Raises:
-        ValueError: For a baseline without ``input_size``, an unknown backbone, or a
-            checkpoint that cannot be loaded (:class:`~fastssl.eval.checkpoint.CheckpointError`).
+        ValueError: For a baseline without ``input_size``, an unknown backbone, a
+            checkpoint that cannot be loaded (:class:`~fastssl.eval.checkpoint.CheckpointError`),
+            or ``network="ema"`` for a baseline or a method without an EMA copy.
     """
+    if network not in ("online", "ema"):
+        raise ValueError(f"--network {network!r} is unknown: choose online or ema")
+    if network == "ema" and (spec == "pixels" or spec.startswith("random:")):
+        raise ValueError(f"--network ema needs a checkpoint: {spec} has no EMA backbone")
     if spec == "pixels" or spec.startswith("random:"):
         if input_size is None:
             raise ValueError(f"--checkpoint {spec} needs --input-size (e.g. --input-size 32)")
@@ -169,7 +190,16 @@ def resolve_model(spec: str, input_size: int | None, seed: int = 0) -> EvalModel
         return EvalModel(backbone.eval(), dim, input_size, "random", name)
     model, info = load_method(spec)
     size = int(model.input_size) if input_size is None else input_size
-    return EvalModel(model.backbone, int(model.feature_dim), size, info.method, info.backbone_name)
+    backbone = model.backbone
+    if network == "ema":
+        ema = model.ema_backbone()
+        if ema is None:
+            raise ValueError(
+                f"--network ema: method {info.method!r} keeps no EMA copy of its backbone; "
+                "use --network online"
+            )
+        backbone = ema
+    return EvalModel(backbone, int(model.feature_dim), size, info.method, info.backbone_name)
 
 
 def knn_topk(
@@ -215,7 +245,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     workers = _default_workers() if args.workers is None else args.workers
     progress = not args.quiet
     torch.manual_seed(args.seed)
-    model = resolve_model(args.checkpoint, args.input_size, args.seed)
+    model = resolve_model(args.checkpoint, args.input_size, args.seed, args.network)
     if "finetune" in modes and model.method == "pixels":
         raise ValueError("--checkpoint pixels has no weights to fine-tune: use knn or linear")
     model.backbone.to(device)
@@ -227,6 +257,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {
         "fastssl_version": __version__,
         "checkpoint": args.checkpoint,
+        "network": args.network,
         "method": model.method,
         "backbone": model.backbone_name,
         "feature_dim": model.feature_dim,

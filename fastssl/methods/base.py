@@ -141,6 +141,9 @@ class Method(nn.Module):
     name: ClassVar[str] = ""
     #: The optimizer and learning rate of the paper.
     optimizer_defaults: ClassVar[OptimizerDefaults] = OptimizerDefaults()
+    #: Attribute holding the EMA copy of the backbone (teacher / target / momentum
+    #: encoder), for methods that keep one; see :meth:`ema_backbone`.
+    ema_backbone_attr: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -185,6 +188,15 @@ class Method(nn.Module):
             ValueError: For an argument the transform class does not take.
         """
         raise NotImplementedError
+
+    def ema_backbone(self) -> nn.Module | None:
+        """The exponential-moving-average copy of the backbone (BYOL's target, DINO's
+        teacher, MoCo's key encoder, ...), which some papers evaluate; None for methods
+        without one. It maps images (B, 3, H, W) to features like :attr:`backbone`."""
+        if self.ema_backbone_attr is None:
+            return None
+        module: nn.Module = getattr(self, self.ema_backbone_attr)
+        return module
 
     def trainable_modules(self) -> list[nn.Module]:
         """Modules the optimizer updates (momentum / teacher copies excluded)."""

@@ -69,6 +69,7 @@ class BYOL(Method):
     """
 
     name: ClassVar[str] = "byol"
+    ema_backbone_attr: ClassVar[str | None] = "backbone_momentum"
     optimizer_defaults: ClassVar[OptimizerDefaults] = OptimizerDefaults(
         name="lars",
         lr=0.2,

@@ -145,6 +145,7 @@ class DenseCL(Method):
     """
 
     name: ClassVar[str] = "densecl"
+    ema_backbone_attr: ClassVar[str | None] = "backbone_momentum"
     optimizer_defaults: ClassVar[OptimizerDefaults] = OptimizerDefaults(
         name="sgd", lr=0.03, weight_decay=1e-4, momentum=0.9, warmup_epochs=0
     )

@@ -95,6 +95,7 @@ class DINO(Method):
     """
 
     name: ClassVar[str] = "dino"
+    ema_backbone_attr: ClassVar[str | None] = "teacher_backbone"
     optimizer_defaults: ClassVar[OptimizerDefaults] = OptimizerDefaults(
         name="adamw",
         lr=5e-4,

@@ -150,6 +150,7 @@ class MoCo(Method):
     """
 
     name: ClassVar[str] = "moco"
+    ema_backbone_attr: ClassVar[str | None] = "backbone_momentum"
     optimizer_defaults: ClassVar[OptimizerDefaults] = _V2_OPTIMIZER
 
     def __init__(

@@ -88,6 +88,7 @@ class MSN(Method):
     """
 
     name: ClassVar[str] = "msn"
+    ema_backbone_attr: ClassVar[str | None] = "target_backbone"
     optimizer_defaults: ClassVar[OptimizerDefaults] = OptimizerDefaults(
         name="adamw",
         lr=1e-3,  # at the reference batch size 1024; warm-up from 2e-4, cosine to 1e-6

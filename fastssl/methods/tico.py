@@ -67,6 +67,7 @@ class TiCo(Method):
     """
 
     name: ClassVar[str] = "tico"
+    ema_backbone_attr: ClassVar[str | None] = "backbone_momentum"
     optimizer_defaults: ClassVar[OptimizerDefaults] = OptimizerDefaults(
         name="lars",
         lr=0.2,

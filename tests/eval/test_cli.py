@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastssl import cli
+from fastssl import cli, methods
 from tests.eval.conftest import make_folder, save_checkpoint
 
 BASE = ["--workers", "0", "--quiet", "--batch-size", "8"]
@@ -115,6 +115,27 @@ def test_random_baseline_is_seeded() -> None:
     assert not torch.equal(a.backbone.conv1.weight, c.backbone.conv1.weight)
 
 
+@pytest.mark.parametrize("network", ["online", "ema"])
+def test_network_picks_the_online_or_the_ema_backbone(network: str, tmp_path: Path) -> None:
+    from fastssl.eval.cli import resolve_model
+
+    torch.manual_seed(0)
+    kwargs = {"backbone": "resnet18", "input_size": 16, "hidden_dim": 32, "output_dim": 16}
+    byol = methods.create("byol", **kwargs)
+    with torch.no_grad():  # the EMA copy drifts from the online backbone during training
+        byol.backbone_momentum.conv1.weight.add_(1.0)
+    path = tmp_path / "byol.ckpt"
+    state = {f"method.{k}": v for k, v in byol.state_dict().items()}
+    hparams = {"method": "byol", "method_kwargs": kwargs}
+    torch.save({"hyper_parameters": hparams, "state_dict": state, "global_step": 1}, path)
+    chosen = resolve_model(str(path), None, network=network).backbone
+    expected = byol.backbone_momentum if network == "ema" else byol.backbone
+    assert torch.equal(chosen.conv1.weight, expected.conv1.weight)
+    images = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(chosen.eval()(images), expected.eval()(images))
+
+
 def test_help_documents_the_baselines(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         cli.main(["eval", "--help"])
@@ -142,6 +163,8 @@ def _bad_checkpoint(tmp_path: Path) -> str:
         ("pixels_without_size", "--checkpoint pixels needs --input-size"),
         ("pixels_finetune", "pixels has no weights to fine-tune"),
         ("unknown_backbone", "unknown backbone 'resnet7'"),
+        ("ema_without_copy", r"--network ema: method 'tiny' keeps no EMA copy .*online"),
+        ("ema_of_a_baseline", "--network ema needs a checkpoint: pixels has no EMA"),
     ],
 )
 def test_bad_inputs_give_clear_errors(
@@ -168,6 +191,10 @@ def test_bad_inputs_give_clear_errors(
         mode, checkpoint, extra = "finetune", "pixels", ["--input-size", "8"]
     elif case == "unknown_backbone":
         checkpoint, extra = "random:resnet7", ["--input-size", "8"]
+    elif case == "ema_without_copy":
+        extra = ["--network", "ema"]
+    elif case == "ema_of_a_baseline":
+        checkpoint, extra = "pixels", ["--input-size", "8", "--network", "ema"]
     code, out, err = _eval(
         [mode, "--checkpoint", checkpoint, "--train", train, "--val", val, *extra], capsys
     )

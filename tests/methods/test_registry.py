@@ -129,3 +129,22 @@ def test_views_overrides_reach_every_view_and_typos_are_named(name: str) -> None
         assert (spec.normalize_mean, spec.normalize_std) == (half["mean"], half["std"]), name
     with pytest.raises(ValueError, match=r"views\.normalise: \w+Transform has no .*normalize"):
         model.default_transform(normalise=half)
+
+
+EMA_METHODS = {"byol", "densecl", "dino", "moco", "msn", "pmsn", "tico"}
+
+
+@pytest.mark.parametrize("name", methods.list_methods())
+def test_ema_backbone_is_the_untrained_copy_of_the_backbone(name: str) -> None:
+    model = build(name)
+    ema = model.ema_backbone()
+    if name not in EMA_METHODS:
+        assert ema is None
+        return
+    assert ema is not None and ema is not model.backbone
+    online = dict(model.backbone.named_parameters())
+    copies = dict(ema.named_parameters())
+    assert copies.keys() == online.keys()
+    assert all(torch.equal(copies[k], online[k]) for k in online)  # a copy at init
+    trainable = {id(p) for p in trainable_parameters(model)}
+    assert not any(id(p) in trainable for p in ema.parameters()), f"{name}: the EMA is trained"
