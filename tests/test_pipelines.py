@@ -274,6 +274,23 @@ def test_variant_is_its_imagenet1k_recipe(path: Path) -> None:
     assert "fastssl shards" in header
 
 
+@pytest.mark.parametrize("path", [p for p in RECIPES if load_config(p).views], ids=_name)
+def test_recipe_views_are_arguments_of_the_method_transform(path: Path) -> None:
+    from fastssl.profile.profiler import method_transform
+
+    method_transform(load_config(path))  # raises for a views key the transform lacks
+
+
+def test_dino_resnet50_narrows_the_crops_as_lightly_does() -> None:
+    from fastssl.profile.profiler import method_transform
+
+    specs = method_transform(
+        load_config(PIPELINES / "imagenet1k" / "dino_resnet50.yaml")
+    ).view_specs
+    assert [s.crop_scale for s in specs] == [(0.14, 1.0)] * 2 + [(0.05, 0.14)] * 6
+    assert [s.crop_size for s in specs] == [224] * 2 + [96] * 6
+
+
 def test_swav_frozen_prototypes_last_one_epoch() -> None:
     config = load_config(PIPELINES / "imagenet1k" / "swav.yaml")
     steps = TRAIN_IMAGES["imagenet1k"] // config.data.batch_size
