@@ -24,6 +24,7 @@ import importlib
 import inspect
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -320,9 +321,18 @@ class PretrainModule(pl.LightningModule):
             self.hparams["exclude_norm_and_bias"],
         )
         optimizer = build_optimizer(groups, cfg, self.peak_lr())
+        warmup = self.warmup_steps()
+        if self.schedule_steps > 1 and warmup >= self.schedule_steps:
+            warnings.warn(
+                f"the learning-rate warm-up ({warmup} steps) covers the whole run of "
+                f"{self.schedule_steps} steps: the learning rate rises to its peak at the end "
+                "and never decays. Shorten it for short runs, e.g. --set "
+                "schedule.warmup_epochs=1",
+                stacklevel=2,
+            )
         scheduler = CosineWarmupScheduler(
             optimizer,
-            warmup_epochs=self.warmup_steps(),
+            warmup_epochs=warmup,
             max_epochs=self.schedule_steps,
             end_value=float(self.schedule.get("end_factor", 0.0)),
             warmup_start_value=float(self.schedule.get("warmup_start_factor", 0.0)),

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -175,6 +176,22 @@ def test_warmup_cosine_per_step(
             assert group["lr"] == pytest.approx(_reference_lr(step, peak, warmup, total, end))
         optimizer.step()
         scheduler.step()
+
+
+@pytest.mark.parametrize(("warmup_epochs", "warns"), [(10, True), (1, False)])
+def test_warmup_covering_the_whole_run_warns(warmup_epochs: int, warns: bool) -> None:
+    module = PretrainModule(
+        TINY, {}, schedule={"warmup_epochs": warmup_epochs}, batch_size=8, max_epochs=10
+    )
+    module.loader = _FakeLoader(5)  # type: ignore[assignment]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        module.configure_optimizers()
+    messages = [str(w.message) for w in caught if "warm-up" in str(w.message)]
+    assert bool(messages) == warns
+    if warns:
+        assert "covers the whole run of 50 steps" in messages[0]
+        assert "schedule.warmup_epochs=1" in messages[0]
 
 
 def test_step_info_reaches_the_method() -> None:
