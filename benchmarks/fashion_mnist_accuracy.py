@@ -25,7 +25,6 @@ Usage: python benchmarks/fashion_mnist_accuracy.py [--train 10000] [--test 2000]
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import subprocess
@@ -43,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from pretrain_epoch import PEER, pretrain_command  # noqa: E402
+from pretrain_epoch import PEER, pretrain_command, write_report  # noqa: E402
 
 from fastssl.eval.features import (  # noqa: E402
     PixelFeatures,
@@ -139,22 +138,17 @@ def main() -> None:
     for row in rows.values():
         if "cpu_s" in row:
             row["top1_per_cpu_minute"] = row["top1"] / (row["cpu_s"] / 60)
-    report = {
-        "setup": {
-            "train": args.train,
-            "test": args.test,
-            "epochs": args.epochs,
-            "batch_size": 256,
-            "input_size": 32,
-            "backbone": "ResNet-18, standard stem, both runs",
-            "fastssl_overrides": ["schedule.warmup_epochs=1", *args.overrides],
-            "eval": "weighted kNN k=200 t=0.1, fastssl.eval for both",
-        },
-        "machine": {"cpus": os.cpu_count(), "load_before": load_before, "load_after": load_after},
-        "results": rows,
+    setup = {
+        "train": args.train,
+        "test": args.test,
+        "epochs": args.epochs,
+        "batch_size": 256,
+        "input_size": 32,
+        "backbone": "ResNet-18, standard stem, both runs",
+        "fastssl_overrides": ["schedule.warmup_epochs=1", *args.overrides],
+        "eval": "weighted kNN k=200 t=0.1, fastssl.eval for both",
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, setup, rows, (load_before, load_after))
     print(f"{'':32} {'kNN top-1':>9} {'wall s':>7} {'CPU s':>7} {'top-1 / CPU-min':>15}")
     for name, row in rows.items():
         if "cpu_s" not in row:

@@ -109,6 +109,20 @@ def pretrain_command(
     ]  # fmt: skip
 
 
+def write_report(
+    out: str, setup: dict[str, Any], rows: dict[str, Any], load: tuple[Any, Any]
+) -> None:
+    """Writes a benchmark's JSON: its setup, the machine (cores, load average before and
+    after the runs) and its result rows."""
+    report = {
+        "setup": setup,
+        "machine": {"cpus": os.cpu_count(), "load_before": load[0], "load_after": load[1]},
+        "results": rows,
+    }
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(report, indent=2) + "\n")
+
+
 def run_ours(
     folder: Path, out: Path, workers: int, epochs: int, seed: int, precision: str
 ) -> dict[str, Any]:
@@ -157,19 +171,14 @@ def main() -> None:
     for row in rows.values():
         row["x_peer_images_per_s"] = row["images_per_s"] / peer["images_per_s"]
         row["x_peer_wall"] = peer["wall_s"] / row["wall_s"]
-    report = {
-        "setup": {
-            "data": f"{args.n} Fashion-MNIST images, 32 px, SimCLR views (cj_prob=0.5)",
-            "model": "ResNet-18 (standard stem) + SimCLR head, NT-Xent t=0.5",
-            "batch_size": 256,
-            "epochs": args.epochs,
-            "workers": args.workers,
-        },
-        "machine": {"cpus": os.cpu_count(), "load_before": load_before, "load_after": load_after},
-        "results": rows,
+    setup = {
+        "data": f"{args.n} Fashion-MNIST images, 32 px, SimCLR views (cj_prob=0.5)",
+        "model": "ResNet-18 (standard stem) + SimCLR head, NT-Xent t=0.5",
+        "batch_size": 256,
+        "epochs": args.epochs,
+        "workers": args.workers,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, setup, rows, (load_before, load_after))
     print(f"{'':28} {'wall s':>8} {'images/s':>9} {'x peer (img/s)':>15} {'steps':>6}")
     for name, row in rows.items():
         print(
