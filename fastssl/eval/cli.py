@@ -175,9 +175,10 @@ def resolve_model(
     """
     if network not in ("online", "ema"):
         raise ValueError(f"--network {network!r} is unknown: choose online or ema")
-    if network == "ema" and (spec == "pixels" or spec.startswith("random:")):
+    baseline = spec == "pixels" or spec.startswith("random:")
+    if network == "ema" and baseline:
         raise ValueError(f"--network ema needs a checkpoint: {spec} has no EMA backbone")
-    if spec == "pixels" or spec.startswith("random:"):
+    if baseline:
         if input_size is None:
             raise ValueError(f"--checkpoint {spec} needs --input-size (e.g. --input-size 32)")
         if spec == "pixels":

@@ -70,7 +70,7 @@ def _backend(config: PretrainConfig, transform: Any) -> str:
     return backend
 
 
-def _loader_factory(config: PretrainConfig, module: PretrainModule) -> Any:
+def _loader_factory(config: PretrainConfig, module: PretrainModule, views: Any) -> Any:
     def build() -> ResumableLoader:
         world = dist.world_size()
         if config.data.batch_size % world:
@@ -78,9 +78,7 @@ def _loader_factory(config: PretrainConfig, module: PretrainModule) -> Any:
                 f"data.batch_size={config.data.batch_size} (the global batch) must be "
                 f"divisible by the number of processes ({world})"
             )
-        transform = EpochSeededTransform(
-            module.method.default_transform(**config.views), config.trainer.seed, dist.rank()
-        )
+        transform = EpochSeededTransform(views, config.trainer.seed, dist.rank())
         backend = _backend(config, transform)
         extra: dict[str, Any] = {}
         if backend == "dali" and _uses_gpu(config.trainer.accelerator):
@@ -129,8 +127,9 @@ def build_module(config: PretrainConfig) -> PretrainModule:
         channels_last=config.trainer.channels_last,
         exclude_norm_and_bias=config.optimizer.exclude_norm_and_bias,
     )
-    module.method.default_transform(**config.views)  # a bad views: key fails here, up front
-    module.loader_factory = _loader_factory(config, module)
+    # Built here, not when training starts, so that a bad views: key fails up front.
+    views = module.method.default_transform(**config.views)
+    module.loader_factory = _loader_factory(config, module, views)
     return module
 
 
