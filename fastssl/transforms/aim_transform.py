@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from fastssl.transforms.mae_transform import MAETransform
-from fastssl.transforms.utils import IMAGENET_NORMALIZE
+from fastssl.transforms.utils import IMAGENET_NORMALIZE, lightly_arguments
 
 
 class AIMTransform(MAETransform):
@@ -26,4 +26,4 @@ class AIMTransform(MAETransform):
         min_scale: float = 0.4,
         normalize: Mapping[str, Sequence[float]] | None = IMAGENET_NORMALIZE,
     ) -> None:
-        super().__init__(input_size=input_size, min_scale=min_scale, normalize=normalize)
+        super().__init__(**lightly_arguments(locals()))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from fastssl.transforms.multi_view_transform import MultiViewTransform, ViewTransform
-from fastssl.transforms.utils import IMAGENET_NORMALIZE
+from fastssl.transforms.utils import IMAGENET_NORMALIZE, lightly_arguments
 from fastssl.transforms.view_spec import ViewSpec
 
 
@@ -63,25 +63,12 @@ class DINOViewTransform(ViewTransform):
     ) -> None:
         super().__init__(
             ViewSpec.from_lightly_args(
-                input_size=crop_size,
+                **lightly_arguments(
+                    locals(), exclude=("crop_scale",), rename={"crop_size": "input_size"}
+                ),
                 min_scale=crop_scale[0],
                 max_scale=crop_scale[1],
                 interpolation="bicubic",
-                hf_prob=hf_prob,
-                vf_prob=vf_prob,
-                rr_prob=rr_prob,
-                rr_degrees=rr_degrees,
-                cj_prob=cj_prob,
-                cj_strength=cj_strength,
-                cj_bright=cj_bright,
-                cj_contrast=cj_contrast,
-                cj_sat=cj_sat,
-                cj_hue=cj_hue,
-                random_gray_scale=random_gray_scale,
-                gaussian_blur=gaussian_blur,
-                sigmas=sigmas,
-                solarization_prob=solarization_prob,
-                normalize=normalize,
             )
         )
 
@@ -139,6 +126,19 @@ class DINOTransform(MultiViewTransform):
         solarization_prob: float = 0.2,
         normalize: Mapping[str, Sequence[float]] | None = IMAGENET_NORMALIZE,
     ) -> None:
+        # Forwarded unchanged to every view; the rest differ between global and local views.
+        shared = lightly_arguments(
+            locals(),
+            exclude=(
+                "global_crop_size",
+                "global_crop_scale",
+                "local_crop_size",
+                "local_crop_scale",
+                "n_local_views",
+                "gaussian_blur",
+                "solarization_prob",
+            ),
+        )
         if not isinstance(n_local_views, int) or n_local_views < 0:
             raise ValueError(f"n_local_views must be an int >= 0, got {n_local_views!r}.")
         if len(gaussian_blur) != 3:
@@ -146,40 +146,25 @@ class DINOTransform(MultiViewTransform):
                 "gaussian_blur must hold 3 probabilities (global view 0, global view 1, "
                 f"local views), got {gaussian_blur!r}."
             )
-        shared = dict(
-            hf_prob=hf_prob,
-            vf_prob=vf_prob,
-            rr_prob=rr_prob,
-            rr_degrees=rr_degrees,
-            cj_prob=cj_prob,
-            cj_strength=cj_strength,
-            cj_bright=cj_bright,
-            cj_contrast=cj_contrast,
-            cj_sat=cj_sat,
-            cj_hue=cj_hue,
-            random_gray_scale=random_gray_scale,
-            sigmas=sigmas,
-            normalize=normalize,
-        )
         global_0 = DINOViewTransform(
             crop_size=global_crop_size,
             crop_scale=global_crop_scale,
             gaussian_blur=gaussian_blur[0],
             solarization_prob=0.0,
-            **shared,  # type: ignore[arg-type]
+            **shared,
         )
         global_1 = DINOViewTransform(
             crop_size=global_crop_size,
             crop_scale=global_crop_scale,
             gaussian_blur=gaussian_blur[1],
             solarization_prob=solarization_prob,
-            **shared,  # type: ignore[arg-type]
+            **shared,
         )
         local = DINOViewTransform(
             crop_size=local_crop_size,
             crop_scale=local_crop_scale,
             gaussian_blur=gaussian_blur[2],
             solarization_prob=0.0,
-            **shared,  # type: ignore[arg-type]
+            **shared,
         )
         super().__init__([global_0, global_1] + [local] * n_local_views)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from fastssl.transforms.simclr_transform import SimCLRTransform
-from fastssl.transforms.utils import IMAGENET_NORMALIZE
+from fastssl.transforms.utils import IMAGENET_NORMALIZE, lightly_arguments
 
 
 class MoCoV1Transform(SimCLRTransform):
@@ -44,24 +44,7 @@ class MoCoV1Transform(SimCLRTransform):
         rr_degrees: float | tuple[float, float] | None = None,
         normalize: Mapping[str, Sequence[float]] | None = IMAGENET_NORMALIZE,
     ) -> None:
-        super().__init__(
-            input_size=input_size,
-            cj_prob=cj_prob,
-            cj_strength=cj_strength,
-            cj_bright=cj_bright,
-            cj_contrast=cj_contrast,
-            cj_sat=cj_sat,
-            cj_hue=cj_hue,
-            min_scale=min_scale,
-            random_gray_scale=random_gray_scale,
-            gaussian_blur=gaussian_blur,
-            sigmas=sigmas,
-            vf_prob=vf_prob,
-            hf_prob=hf_prob,
-            rr_prob=rr_prob,
-            rr_degrees=rr_degrees,
-            normalize=normalize,
-        )
+        super().__init__(**lightly_arguments(locals()))
 
 
 class MoCoV2Transform(SimCLRTransform):
@@ -99,21 +82,4 @@ class MoCoV2Transform(SimCLRTransform):
         rr_degrees: float | tuple[float, float] | None = None,
         normalize: Mapping[str, Sequence[float]] | None = IMAGENET_NORMALIZE,
     ) -> None:
-        super().__init__(
-            input_size=input_size,
-            cj_prob=cj_prob,
-            cj_strength=cj_strength,
-            cj_bright=cj_bright,
-            cj_contrast=cj_contrast,
-            cj_sat=cj_sat,
-            cj_hue=cj_hue,
-            min_scale=min_scale,
-            random_gray_scale=random_gray_scale,
-            gaussian_blur=gaussian_blur,
-            sigmas=sigmas,
-            vf_prob=vf_prob,
-            hf_prob=hf_prob,
-            rr_prob=rr_prob,
-            rr_degrees=rr_degrees,
-            normalize=normalize,
-        )
+        super().__init__(**lightly_arguments(locals()))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from fastssl.transforms.multi_view_transform import MultiViewTransform, ViewTransform
-from fastssl.transforms.utils import IMAGENET_NORMALIZE
+from fastssl.transforms.utils import IMAGENET_NORMALIZE, lightly_arguments
 from fastssl.transforms.view_spec import ViewSpec
 
 
@@ -58,21 +58,11 @@ class MSNViewTransform(ViewTransform):
     ) -> None:
         super().__init__(
             ViewSpec.from_lightly_args(
-                input_size=crop_size,
+                **lightly_arguments(
+                    locals(), exclude=("crop_scale",), rename={"crop_size": "input_size"}
+                ),
                 min_scale=crop_scale[0],
                 max_scale=crop_scale[1],
-                cj_prob=cj_prob,
-                cj_strength=cj_strength,
-                cj_bright=cj_bright,
-                cj_contrast=cj_contrast,
-                cj_sat=cj_sat,
-                cj_hue=cj_hue,
-                gaussian_blur=gaussian_blur,
-                sigmas=sigmas,
-                random_gray_scale=random_gray_scale,
-                hf_prob=hf_prob,
-                vf_prob=vf_prob,
-                normalize=normalize,
             )
         )
 
@@ -126,31 +116,29 @@ class MSNTransform(MultiViewTransform):
         vf_prob: float = 0.0,
         normalize: Mapping[str, Sequence[float]] | None = IMAGENET_NORMALIZE,
     ) -> None:
+        # Forwarded unchanged to both kinds of view (before the loop below binds more locals).
+        shared = lightly_arguments(
+            locals(),
+            exclude=(
+                "random_size",
+                "focal_size",
+                "random_views",
+                "focal_views",
+                "random_crop_scale",
+                "focal_crop_scale",
+            ),
+        )
         for name, count in (("random_views", random_views), ("focal_views", focal_views)):
             if not isinstance(count, int) or count < 0:
                 raise ValueError(f"{name} must be an int >= 0, got {count!r}.")
-        shared = dict(
-            cj_prob=cj_prob,
-            cj_strength=cj_strength,
-            cj_bright=cj_bright,
-            cj_contrast=cj_contrast,
-            cj_sat=cj_sat,
-            cj_hue=cj_hue,
-            gaussian_blur=gaussian_blur,
-            sigmas=sigmas,
-            random_gray_scale=random_gray_scale,
-            hf_prob=hf_prob,
-            vf_prob=vf_prob,
-            normalize=normalize,
-        )
         random_view = MSNViewTransform(
             crop_size=random_size,
             crop_scale=random_crop_scale,
-            **shared,  # type: ignore[arg-type]
+            **shared,
         )
         focal_view = MSNViewTransform(
             crop_size=focal_size,
             crop_scale=focal_crop_scale,
-            **shared,  # type: ignore[arg-type]
+            **shared,
         )
         super().__init__([random_view] * random_views + [focal_view] * focal_views)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from fastssl.transforms.multi_view_transform import MultiViewTransform, ViewTransform
-from fastssl.transforms.utils import IMAGENET_NORMALIZE
+from fastssl.transforms.utils import IMAGENET_NORMALIZE, lightly_arguments
 from fastssl.transforms.view_spec import ViewSpec
 
 
@@ -62,26 +62,7 @@ class SimCLRViewTransform(ViewTransform):
         rr_degrees: float | tuple[float, float] | None = None,
         normalize: Mapping[str, Sequence[float]] | None = IMAGENET_NORMALIZE,
     ) -> None:
-        super().__init__(
-            ViewSpec.from_lightly_args(
-                input_size=input_size,
-                min_scale=min_scale,
-                cj_prob=cj_prob,
-                cj_strength=cj_strength,
-                cj_bright=cj_bright,
-                cj_contrast=cj_contrast,
-                cj_sat=cj_sat,
-                cj_hue=cj_hue,
-                random_gray_scale=random_gray_scale,
-                gaussian_blur=gaussian_blur,
-                sigmas=sigmas,
-                vf_prob=vf_prob,
-                hf_prob=hf_prob,
-                rr_prob=rr_prob,
-                rr_degrees=rr_degrees,
-                normalize=normalize,
-            )
-        )
+        super().__init__(ViewSpec.from_lightly_args(**lightly_arguments(locals())))
 
 
 class SimCLRTransform(MultiViewTransform):
@@ -119,22 +100,5 @@ class SimCLRTransform(MultiViewTransform):
         rr_degrees: float | tuple[float, float] | None = None,
         normalize: Mapping[str, Sequence[float]] | None = IMAGENET_NORMALIZE,
     ) -> None:
-        view = SimCLRViewTransform(
-            input_size=input_size,
-            cj_prob=cj_prob,
-            cj_strength=cj_strength,
-            cj_bright=cj_bright,
-            cj_contrast=cj_contrast,
-            cj_sat=cj_sat,
-            cj_hue=cj_hue,
-            min_scale=min_scale,
-            random_gray_scale=random_gray_scale,
-            gaussian_blur=gaussian_blur,
-            sigmas=sigmas,
-            vf_prob=vf_prob,
-            hf_prob=hf_prob,
-            rr_prob=rr_prob,
-            rr_degrees=rr_degrees,
-            normalize=normalize,
-        )
+        view = SimCLRViewTransform(**lightly_arguments(locals()))
         super().__init__(transforms=[view, view])

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 from fastssl.transforms.multi_crop_transform import MultiCropTranform
 from fastssl.transforms.multi_view_transform import ViewTransform
-from fastssl.transforms.utils import IMAGENET_NORMALIZE
+from fastssl.transforms.utils import IMAGENET_NORMALIZE, lightly_arguments
 from fastssl.transforms.view_spec import ViewSpec
 
 
@@ -58,25 +58,7 @@ class SwaVViewTransform(ViewTransform):
         sigmas: tuple[float, float] = (0.1, 2),
         normalize: Mapping[str, Sequence[float]] | None = IMAGENET_NORMALIZE,
     ) -> None:
-        super().__init__(
-            ViewSpec.from_lightly_args(
-                input_size=None,
-                hf_prob=hf_prob,
-                vf_prob=vf_prob,
-                rr_prob=rr_prob,
-                rr_degrees=rr_degrees,
-                cj_prob=cj_prob,
-                cj_strength=cj_strength,
-                cj_bright=cj_bright,
-                cj_contrast=cj_contrast,
-                cj_sat=cj_sat,
-                cj_hue=cj_hue,
-                random_gray_scale=random_gray_scale,
-                gaussian_blur=gaussian_blur,
-                sigmas=sigmas,
-                normalize=normalize,
-            )
-        )
+        super().__init__(ViewSpec.from_lightly_args(input_size=None, **lightly_arguments(locals())))
 
 
 class SwaVTransform(MultiCropTranform):
@@ -116,20 +98,10 @@ class SwaVTransform(MultiCropTranform):
         normalize: Mapping[str, Sequence[float]] | None = IMAGENET_NORMALIZE,
     ) -> None:
         view = SwaVViewTransform(
-            hf_prob=hf_prob,
-            vf_prob=vf_prob,
-            rr_prob=rr_prob,
-            rr_degrees=rr_degrees,
-            cj_prob=cj_prob,
-            cj_strength=cj_strength,
-            cj_bright=cj_bright,
-            cj_contrast=cj_contrast,
-            cj_sat=cj_sat,
-            cj_hue=cj_hue,
-            random_gray_scale=random_gray_scale,
-            gaussian_blur=gaussian_blur,
-            sigmas=sigmas,
-            normalize=normalize,
+            **lightly_arguments(
+                locals(),
+                exclude=("crop_sizes", "crop_counts", "crop_min_scales", "crop_max_scales"),
+            )
         )
         super().__init__(
             crop_sizes=crop_sizes,
