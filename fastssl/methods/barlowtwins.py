@@ -62,15 +62,8 @@ class BarlowTwins(Method):
     """
 
     name: ClassVar[str] = "barlowtwins"
-    optimizer_defaults: ClassVar[OptimizerDefaults] = OptimizerDefaults(
-        name="lars",
-        lr=0.2,
-        reference_batch_size=256,
-        lr_scaling="linear",
-        weight_decay=1.5e-6,
-        momentum=0.9,
-        warmup_epochs=10,
-        extra={"lr_biases": 0.0048, "trust_coefficient": 0.001},
+    optimizer_defaults: ClassVar[OptimizerDefaults] = OptimizerDefaults.lars(
+        lr=0.2, weight_decay=1.5e-6, lr_biases=0.0048
     )
 
     def __init__(

@@ -120,6 +120,51 @@ class OptimizerDefaults:
     warmup_epochs: int = 10
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. LARS trust_coefficient
 
+    @classmethod
+    def lars(
+        cls,
+        lr: float,
+        weight_decay: float,
+        *,
+        reference_batch_size: int = 256,
+        lr_scaling: Literal["linear", "sqrt", "none"] = "linear",
+        momentum: float = 0.9,
+        warmup_epochs: int = 10,
+        trust_coefficient: float = 0.001,
+        **extra: Any,
+    ) -> OptimizerDefaults:
+        """The LARS recipe of the large-batch papers (SimCLR, BYOL, Barlow Twins, VICReg...).
+
+        Args:
+            lr: Learning rate for a batch of ``reference_batch_size``.
+            weight_decay: Weight decay of the paper.
+            reference_batch_size: Batch size ``lr`` is given for.
+            lr_scaling: How ``lr`` scales with ``batch_size / reference_batch_size``.
+            momentum: LARS momentum.
+            warmup_epochs: Epochs of linear warm-up.
+            trust_coefficient: LARS trust coefficient, stored in ``extra``.
+            **extra: Further entries of ``extra`` (e.g. ``lr_biases``), kept in order
+                before ``trust_coefficient``.
+
+        Returns:
+            ``OptimizerDefaults(name="lars", ...)`` with
+            ``extra == {**extra, "trust_coefficient": trust_coefficient}``.
+
+        Example:
+            >>> OptimizerDefaults.lars(0.2, 1.5e-6, lr_biases=0.0048).extra
+            {'lr_biases': 0.0048, 'trust_coefficient': 0.001}
+        """
+        return cls(
+            name="lars",
+            lr=lr,
+            reference_batch_size=reference_batch_size,
+            lr_scaling=lr_scaling,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            warmup_epochs=warmup_epochs,
+            extra={**extra, "trust_coefficient": trust_coefficient},
+        )
+
 
 class Method(nn.Module):
     """Base class of the ready methods.

@@ -32,16 +32,7 @@ from fastssl.models.modules.heads.contrastive import SimCLRProjectionHead
 from fastssl.transforms.simclr_transform import SimCLRTransform
 
 #: SimCLR's large-batch optimizer, which the paper keeps when comparing with SimCLR.
-_DCL_OPTIMIZER = OptimizerDefaults(
-    name="lars",
-    lr=0.3,
-    reference_batch_size=256,
-    lr_scaling="linear",
-    weight_decay=1e-6,
-    momentum=0.9,
-    warmup_epochs=10,
-    extra={"trust_coefficient": 0.001},
-)
+_DCL_OPTIMIZER = OptimizerDefaults.lars(lr=0.3, weight_decay=1e-6)
 
 
 class DCL(Method):

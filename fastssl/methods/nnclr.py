@@ -63,15 +63,8 @@ class NNCLR(Method):
     """
 
     name: ClassVar[str] = "nnclr"
-    optimizer_defaults: ClassVar[OptimizerDefaults] = OptimizerDefaults(
-        name="lars",
-        lr=0.3,
-        reference_batch_size=256,
-        lr_scaling="linear",
-        weight_decay=1e-6,
-        momentum=0.9,
-        warmup_epochs=10,
-        extra={"trust_coefficient": 0.001},
+    optimizer_defaults: ClassVar[OptimizerDefaults] = OptimizerDefaults.lars(
+        lr=0.3, weight_decay=1e-6
     )
 
     def __init__(

@@ -76,17 +76,12 @@ class SimCLR(Method):
     """
 
     name: ClassVar[str] = "simclr"
-    optimizer_defaults: ClassVar[OptimizerDefaults] = OptimizerDefaults(
-        name="lars",
+    optimizer_defaults: ClassVar[OptimizerDefaults] = OptimizerDefaults.lars(
         lr=0.3,
-        reference_batch_size=256,
-        lr_scaling="linear",
         weight_decay=1e-6,
-        momentum=0.9,
-        warmup_epochs=10,
         # Paper, appendix B.1: square-root scaling lr = 0.075 * sqrt(B) is better for small
         # batches or short runs; LARS excludes biases and batch norm from adaptation/decay.
-        extra={"sqrt_scaling_lr": 0.075, "trust_coefficient": 0.001},
+        sqrt_scaling_lr=0.075,
     )
 
     def __init__(

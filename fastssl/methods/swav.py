@@ -77,15 +77,11 @@ class SwaV(Method):
     """
 
     name: ClassVar[str] = "swav"
-    optimizer_defaults: ClassVar[OptimizerDefaults] = OptimizerDefaults(
-        name="lars",
+    optimizer_defaults: ClassVar[OptimizerDefaults] = OptimizerDefaults.lars(
         lr=4.8,  # the paper's lr at batch 4096 (0.3 x B/256); its batch-256 recipe uses 0.6
-        reference_batch_size=4096,
-        lr_scaling="linear",
         weight_decay=1e-6,
-        momentum=0.9,
-        warmup_epochs=10,
-        extra={"trust_coefficient": 0.001, "final_lr": 0.0048},
+        reference_batch_size=4096,
+        final_lr=0.0048,
     )
 
     def __init__(

@@ -68,15 +68,8 @@ class TiCo(Method):
 
     name: ClassVar[str] = "tico"
     ema_backbone_attr: ClassVar[str | None] = "backbone_momentum"
-    optimizer_defaults: ClassVar[OptimizerDefaults] = OptimizerDefaults(
-        name="lars",
-        lr=0.2,
-        reference_batch_size=256,
-        lr_scaling="linear",
-        weight_decay=1.5e-6,
-        momentum=0.9,
-        warmup_epochs=10,
-        extra={"trust_coefficient": 0.001},
+    optimizer_defaults: ClassVar[OptimizerDefaults] = OptimizerDefaults.lars(
+        lr=0.2, weight_decay=1.5e-6
     )
 
     def __init__(

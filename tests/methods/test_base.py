@@ -1,11 +1,14 @@
-"""``build_views``: a method's view transform with a recipe's ``views:`` overrides."""
+"""``build_views``: a method's view transform with a recipe's ``views:`` overrides;
+``OptimizerDefaults.lars``: the LARS recipe of the large-batch papers."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 
 from fastssl.methods import create
-from fastssl.methods.base import build_views
+from fastssl.methods.base import OptimizerDefaults, build_views
 from fastssl.transforms import MAETransform, SimCLRTransform
 from tests.methods._two_view_steps import tiny_cnn
 
@@ -56,3 +59,41 @@ def test_pairs_get_the_overrides_on_both_views(name: str) -> None:
     assert first.blur_prob == second.blur_prob == 0.0
     assert first.crop_scale == second.crop_scale == (0.4, 1.0)
     assert first.solarize_prob != second.solarize_prob  # what was not overridden stays
+
+
+_LARS_FIELDS = ("lr", "reference_batch_size", "lr_scaling", "weight_decay", "momentum")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fields", "warmup_epochs", "extra"),
+    [
+        ({"lr": 0.2, "weight_decay": 1.5e-6}, (0.2, 256, "linear", 1.5e-6, 0.9), 10, {}),
+        (
+            {
+                "lr": 4.8,
+                "weight_decay": 1e-6,
+                "reference_batch_size": 4096,
+                "lr_scaling": "sqrt",
+                "momentum": 0.8,
+                "warmup_epochs": 3,
+                "trust_coefficient": 0.02,
+                "lr_biases": 0.0048,
+                "final_lr": 0.0,
+            },
+            (4.8, 4096, "sqrt", 1e-6, 0.8),
+            3,
+            {"lr_biases": 0.0048, "final_lr": 0.0},
+        ),
+    ],
+)
+def test_lars_builds_the_recipe_it_names(
+    kwargs: dict[str, Any], fields: tuple[Any, ...], warmup_epochs: int, extra: dict[str, Any]
+) -> None:
+    built = OptimizerDefaults.lars(**kwargs)
+    assert built.name == "lars"
+    assert tuple(getattr(built, f) for f in _LARS_FIELDS) == fields
+    assert built.warmup_epochs == warmup_epochs
+    assert built.betas == OptimizerDefaults().betas  # not a LARS setting: left at its default
+    trust = kwargs.get("trust_coefficient", 0.001)
+    # The further entries first, in the order given, then the trust coefficient.
+    assert list(built.extra.items()) == [*extra.items(), ("trust_coefficient", trust)]
