@@ -18,13 +18,12 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
+from fastssl.eval.features import class_mapping, eval_transform, extract_features, open_labeled
 from fastssl.eval.knn import knn_accuracy
 
 
@@ -162,21 +161,6 @@ class ThroughputMonitor(pl.Callback):
         }
 
 
-def _eval_transform(input_size: int) -> Any:
-    import torchvision.transforms as T
-
-    from fastssl.transforms.utils import IMAGENET_NORMALIZE
-
-    return T.Compose(
-        [
-            T.Resize(input_size),
-            T.CenterCrop(input_size),
-            T.ToTensor(),
-            T.Normalize(mean=IMAGENET_NORMALIZE["mean"], std=IMAGENET_NORMALIZE["std"]),
-        ]
-    )
-
-
 class OnlineKNN(pl.Callback):
     """Weighted-kNN top-1 accuracy of the backbone on labeled folders, at epoch ends.
 
@@ -184,9 +168,11 @@ class OnlineKNN(pl.Callback):
     ``knn/top1``.
 
     Args:
-        train: Labeled image folder of the kNN bank (one subfolder per class).
-        val: Labeled image folder of the queries.
-        input_size: Resize / center-crop size.
+        train: Labeled image folder (one subfolder per class) or labeled ``fastssl shards``
+            folder: the kNN bank.
+        val: The queries, likewise; their labels are matched to the bank's by class name.
+        input_size: Evaluation size (the transform of `fastssl eval`,
+            :func:`fastssl.eval.features.eval_transform`).
         k: Neighbours (200 in InstDisc).
         t: Temperature (0.1).
         every_n_epochs: Evaluate every N epochs.
@@ -213,39 +199,30 @@ class OnlineKNN(pl.Callback):
         self.every_n_epochs = max(1, every_n_epochs)
         self.batch_size, self.num_workers = batch_size, num_workers
         self.last_top1: float | None = None
-
-    @torch.no_grad()
-    def _embed(
-        self, pl_module: pl.LightningModule, folder: str
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        from fastssl.data.dataset import LightlyDataset
-
-        dataset = LightlyDataset(folder, transform=_eval_transform(self.input_size))
-        loader: DataLoader[Any] = DataLoader(
-            cast(Dataset[Any], dataset),  # map-style, without the Dataset base class
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-            shuffle=False,
-        )
-        features, labels = [], []
-        method: nn.Module = getattr(pl_module, "method")  # noqa: B009 (any module with .method)
-        for images, targets, _ in loader:
-            features.append(method(images.to(pl_module.device)).float().cpu())
-            labels.append(torch.as_tensor(targets))
-        return torch.cat(features), torch.cat(labels)
+        # Opened now, so a folder without classes, or a query class the bank lacks, fails
+        # before training rather than at the first epoch end.
+        transform = eval_transform(input_size)
+        self._bank, self._queries = open_labeled(train, transform), open_labeled(val, transform)
+        self._target_map = class_mapping(self._bank.classes, self._queries)
 
     def evaluate(self, pl_module: pl.LightningModule) -> float:
-        """Top-1 kNN accuracy of ``pl_module.method``'s features."""
-        method: nn.Module = getattr(pl_module, "method")  # noqa: B009
-        was_training = method.training
-        method.eval()
-        try:
-            train_x, train_y = self._embed(pl_module, self.train)
-            val_x, val_y = self._embed(pl_module, self.val)
-        finally:
-            method.train(was_training)
-        classes = int(max(train_y.max(), val_y.max())) + 1
-        return knn_accuracy(train_x, train_y, val_x, val_y, classes, knn_k=self.k, knn_t=self.t)
+        """Top-1 kNN accuracy of ``pl_module.method``'s features, scored as ``fastssl eval
+        knn`` does: same transform and features, query labels mapped by class name."""
+        method: nn.Module = getattr(pl_module, "method")  # noqa: B009 (any module with .method)
+        loader = {"batch_size": self.batch_size, "num_workers": self.num_workers}
+        train = extract_features(method, self._bank, device=pl_module.device, **loader)
+        val = extract_features(
+            method, self._queries, device=pl_module.device, target_map=self._target_map, **loader
+        )
+        return knn_accuracy(
+            train.features,
+            train.labels,
+            val.features,
+            val.labels,
+            len(self._bank.classes),
+            knn_k=self.k,
+            knn_t=self.t,
+        )
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs != 0 or not trainer.is_global_zero:

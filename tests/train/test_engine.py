@@ -3,11 +3,15 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
+from fastssl.eval.features import eval_transform, extract_features, open_labeled
+from fastssl.eval.knn import knn_accuracy
 from fastssl.train.checkpoint import load_method, method_state_dict, read_checkpoint
 from fastssl.train.config import PretrainConfig, apply_overrides
 from fastssl.train.engine import build_module, pretrain
@@ -177,11 +181,34 @@ def test_bad_views_key_fails_before_training(images: Path, tmp_path: Path) -> No
 
 
 def test_online_knn(images: Path, tmp_path: Path) -> None:
+    # Non-square images (a crop and a squash give different features), and queries of one
+    # class only: their labels must be the bank's "class1", not the first index.
+    bank = make_folder(tmp_path / "bank", n=16)
+    queries = make_folder(tmp_path / "queries", n=16)
+    shutil.rmtree(queries / "class0")
+    for path in [*bank.rglob("*.png"), *queries.rglob("*.png")]:
+        Image.open(path).resize((12, 20)).save(path)
     summary = pretrain(
-        _config(images, tmp_path, f"knn.train={images}", f"knn.val={images}", "knn.k=3")
+        _config(images, tmp_path, f"knn.train={bank}", f"knn.val={queries}", "knn.k=3")
     )
-    assert 0.0 <= summary["knn_top1"] <= 1.0
     with open(tmp_path / "metrics.csv") as f:
         values = [r["knn/top1"] for r in csv.DictReader(f) if r.get("knn/top1")]
     assert len(values) == 2  # one per epoch
     assert float(values[-1]) == pytest.approx(summary["knn_top1"])
+    # The online score is `fastssl eval knn`'s: same transform, features and vote.
+    backbone = load_method(tmp_path / "last.ckpt").backbone
+    train = extract_features(backbone, open_labeled(bank, eval_transform(8)))
+    val = extract_features(backbone, open_labeled(queries, eval_transform(8)))
+    assert val.labels.unique().tolist() == [0]  # the folder's own indexing, before mapping
+    expected = knn_accuracy(train.features, train.labels, val.features, val.labels + 1, 2, 3)
+    assert summary["knn_top1"] == pytest.approx(expected)
+
+
+def test_online_knn_query_class_unknown_to_the_bank_fails_before_training(
+    images: Path, tmp_path: Path
+) -> None:
+    bank = make_folder(tmp_path / "bank", n=8)
+    queries = make_folder(tmp_path / "queries", n=9, classes=3)
+    with pytest.raises(ValueError, match="class2"):
+        pretrain(_config(images, tmp_path, f"knn.train={bank}", f"knn.val={queries}"))
+    assert not (tmp_path / "last.ckpt").exists()
