@@ -209,10 +209,16 @@ class OnlineKNN(pl.Callback):
         """Top-1 kNN accuracy of ``pl_module.method``'s features, scored as ``fastssl eval
         knn`` does: same transform and features, query labels mapped by class name."""
         method: nn.Module = getattr(pl_module, "method")  # noqa: B009 (any module with .method)
-        loader = {"batch_size": self.batch_size, "num_workers": self.num_workers}
-        train = extract_features(method, self._bank, device=pl_module.device, **loader)
-        val = extract_features(
-            method, self._queries, device=pl_module.device, target_map=self._target_map, **loader
+        train, val = (
+            extract_features(
+                method,
+                data,
+                batch_size=self.batch_size,
+                num_workers=self.num_workers,
+                device=pl_module.device,
+                target_map=target_map,
+            )
+            for data, target_map in ((self._bank, None), (self._queries, self._target_map))
         )
         return knn_accuracy(
             train.features,
