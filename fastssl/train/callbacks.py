@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -194,8 +195,7 @@ class OnlineKNN(pl.Callback):
         for name, folder in (("knn.train", train), ("knn.val", val)):
             if not Path(folder).is_dir():
                 raise FileNotFoundError(f"{name}={folder!r} is not a folder of labeled images")
-        self.train, self.val = train, val
-        self.input_size, self.k, self.t = input_size, k, t
+        self.k, self.t = k, t
         self.every_n_epochs = max(1, every_n_epochs)
         self.batch_size, self.num_workers = batch_size, num_workers
         self.last_top1: float | None = None
@@ -209,17 +209,15 @@ class OnlineKNN(pl.Callback):
         """Top-1 kNN accuracy of ``pl_module.method``'s features, scored as ``fastssl eval
         knn`` does: same transform and features, query labels mapped by class name."""
         method: nn.Module = getattr(pl_module, "method")  # noqa: B009 (any module with .method)
-        train, val = (
-            extract_features(
-                method,
-                data,
-                batch_size=self.batch_size,
-                num_workers=self.num_workers,
-                device=pl_module.device,
-                target_map=target_map,
-            )
-            for data, target_map in ((self._bank, None), (self._queries, self._target_map))
+        embed = partial(
+            extract_features,
+            method,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            device=pl_module.device,
         )
+        train = embed(self._bank)
+        val = embed(self._queries, target_map=self._target_map)
         return knn_accuracy(
             train.features,
             train.labels,
