@@ -291,6 +291,37 @@ def test_dino_resnet50_narrows_the_crops_as_lightly_does() -> None:
     assert [s.crop_size for s in specs] == [224] * 2 + [96] * 6
 
 
+@pytest.mark.parametrize(
+    ("path", "weight_decay_end", "clip", "final_lr"),
+    [
+        # The papers' recipes: DINO's and MSN's cosine weight decay, DINO's clipping.
+        ("dino.yaml", 0.4, 3.0, 1e-6),
+        ("msn.yaml", 0.4, None, 1e-6),
+        # lightly's scripts: no clipping; the ResNet-50 keeps its weight decay constant.
+        ("imagenet1k/dino_resnet50.yaml", None, None, 1e-6),
+        ("imagenet1k/dino_vits16.yaml", 0.4, None, 1e-6),
+        ("imagenet100/dino_vits16.yaml", 0.4, None, 1e-6),
+        ("imagenette/dino_vits16.yaml", 0.4, None, 1e-6),
+    ],
+)
+def test_weight_decay_schedule_and_clipping_of_the_recipes(
+    path: str, weight_decay_end: float | None, clip: float | None, final_lr: float
+) -> None:
+    from fastssl.train.engine import gradient_clip
+
+    config = load_config(PIPELINES / path)
+    defaults = methods.get(config.method).optimizer_defaults
+    merged = merge_optimizer(defaults, to_dict(config)["optimizer"])
+    assert merged.extra.get("weight_decay_end") == weight_decay_end
+    assert gradient_clip(config) == clip
+    assert merged.extra.get("final_lr") == final_lr
+
+
+def test_simsiam_recipe_fixes_the_predictor_lr() -> None:
+    config = load_config(PIPELINES / "simsiam.yaml")
+    assert config.optimizer.extra == {"fix_predictor_lr": True}
+
+
 def test_swav_frozen_prototypes_last_one_epoch() -> None:
     config = load_config(PIPELINES / "imagenet1k" / "swav.yaml")
     steps = TRAIN_IMAGES["imagenet1k"] // config.data.batch_size

@@ -243,6 +243,11 @@ class Method(nn.Module):
         module: nn.Module = getattr(self, self.ema_backbone_attr)
         return module
 
+    def predictor_modules(self) -> list[nn.Module]:
+        """The predictor, whose learning rate the engine keeps at its peak when
+        ``optimizer.extra.fix_predictor_lr`` is set (SimSiam). Default: none."""
+        return []
+
     def trainable_modules(self) -> list[nn.Module]:
         """Modules the optimizer updates (momentum / teacher copies excluded)."""
         return [self]

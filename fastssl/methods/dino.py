@@ -104,9 +104,9 @@ class DINO(Method):
         weight_decay=0.04,
         betas=(0.9, 0.999),
         warmup_epochs=10,
-        # The weight decay follows a cosine 0.04 -> 0.4, which OptimizerDefaults cannot
-        # express; the lr decays (cosine) to min_lr and gradients are clipped at norm 3.
-        extra={"weight_decay_end": 0.4, "min_lr": 1e-6, "clip_grad_norm": 3.0},
+        # The weight decay follows a cosine 0.04 -> 0.4, the lr decays (cosine) to 1e-6
+        # and gradients are clipped at norm 3 (the engine applies all three).
+        extra={"weight_decay_end": 0.4, "final_lr": 1e-6, "clip_grad_norm": 3.0},
     )
 
     def __init__(

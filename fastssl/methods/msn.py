@@ -97,7 +97,7 @@ class MSN(Method):
         weight_decay=0.04,
         betas=(0.9, 0.999),
         warmup_epochs=15,
-        # The weight decay follows a cosine 0.04 -> 0.4, which OptimizerDefaults cannot express.
+        # The weight decay follows a cosine 0.04 -> 0.4 (applied by the engine).
         extra={"weight_decay_end": 0.4, "start_lr": 2e-4, "final_lr": 1e-6},
     )
 

@@ -66,7 +66,8 @@ class SimSiam(Method):
         weight_decay=1e-4,
         momentum=0.9,
         warmup_epochs=0,
-        # Paper, sec. 4.1: the predictor's lr is not decayed (cosine schedule elsewhere).
+        # Paper, sec. 4.1: the predictor's lr is not decayed (cosine schedule elsewhere);
+        # the engine applies it through predictor_modules().
         extra={"fix_predictor_lr": True},
     )
 
@@ -96,6 +97,10 @@ class SimSiam(Method):
         # The stop-gradient on z is what keeps SimSiam from collapsing (paper, sec. 4.1).
         loss: Tensor = 0.5 * (self.criterion(p0, z1.detach()) + self.criterion(p1, z0.detach()))
         return loss
+
+    def predictor_modules(self) -> list[nn.Module]:
+        """The prediction head, which keeps a fixed learning rate (paper, sec. 4.1)."""
+        return [self.prediction_head]
 
     def default_transform(self, **views: Any) -> SimSiamTransform:
         """SimSiam's two views at ``input_size``."""

@@ -47,7 +47,11 @@ A recipe has these sections; every key can be set with --set section.key=value:
                   (BYOL-style pairs get them on both views)
   data            path, backend, input_size, batch_size (global), num_workers, shuffle
   optimizer       name (sgd/lars/adamw), lr (for reference_batch_size), lr_scaling
-                  (linear/sqrt/none), weight_decay, momentum, betas, extra
+                  (linear/sqrt/none), weight_decay, momentum, betas, extra: arguments
+                  of the optimizer (trust_coefficient) or engine settings:
+                  weight_decay_end (cosine weight-decay schedule), final_lr, start_lr,
+                  clip_grad_norm, fix_predictor_lr, lr_biases, sqrt_scaling_lr;
+                  KEY=null unsets a method default
   schedule        warmup_epochs or warmup_steps, end_factor, warmup_start_factor
   trainer         max_steps, max_epochs, max_time, precision, compile, channels_last,
                   gradient_clip, checkpoint_every_n_steps, log_every_n_steps, seed, out

@@ -61,7 +61,10 @@ class OptimizerConfig:
     momentum: float | None = None  # SGD / LARS
     betas: tuple[float, float] | None = None  # AdamW
     exclude_norm_and_bias: bool = True  # no weight decay (and no LARS scaling) on them
-    extra: dict[str, Any] = field(default_factory=dict)  # e.g. trust_coefficient for LARS
+    # Arguments of the optimizer class (e.g. LARS' trust_coefficient) or engine settings
+    # (fastssl.train.module.ENGINE_EXTRAS: weight_decay_end, final_lr, clip_grad_norm, ...);
+    # merged over the method's, KEY: null unsets one of the method's.
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -70,8 +73,11 @@ class ScheduleConfig:
 
     warmup_epochs: float | None = None  # None: the method's default
     warmup_steps: int | None = None  # overrides warmup_epochs when set
-    end_factor: float = 0.0  # lr at the last step, as a fraction of the peak lr
-    warmup_start_factor: float = 0.0  # lr the warm-up ramps up from, fraction of peak
+    # lr at the last step, as a fraction of the peak lr (None: the method's
+    # optimizer.extra.final_lr / lr, or 0)
+    end_factor: float | None = None
+    # lr the warm-up ramps up from, fraction of the peak (None: extra.start_lr / lr, or 0)
+    warmup_start_factor: float | None = None
 
 
 @dataclass
@@ -88,7 +94,7 @@ class TrainerConfig:
     precision: Precision = "32"
     compile: bool | None = None  # torch.compile the backbone (None: on for GPUs, off on CPU)
     channels_last: bool = False  # NHWC memory format for convolutional backbones
-    gradient_clip: float | None = None  # max gradient norm
+    gradient_clip: float | None = None  # max gradient norm (None: the method's clip_grad_norm)
     checkpoint_every_n_steps: int = 1000  # rewrite OUT/last.ckpt every N optimizer steps
     keep_step_checkpoints: bool = False  # also keep OUT/step-<N>.ckpt copies
     log_every_n_steps: int = 50

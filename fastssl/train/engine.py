@@ -43,7 +43,7 @@ from fastssl.models.batchnorm import SyncBatchNormPlugin
 from fastssl.train.callbacks import LastCheckpoint, OnlineKNN, ThroughputMonitor
 from fastssl.train.config import PretrainConfig, to_dict
 from fastssl.train.data import EpochSeededTransform, ResumableLoader
-from fastssl.train.module import PretrainModule
+from fastssl.train.module import PretrainModule, resolve_method
 from fastssl.utils import dist
 
 
@@ -148,6 +148,16 @@ def _loggers(out: Path) -> list[Any]:
     return loggers
 
 
+def gradient_clip(config: PretrainConfig) -> float | None:
+    """``trainer.gradient_clip``, else the method's ``optimizer.extra.clip_grad_norm``."""
+    if config.trainer.gradient_clip is not None:
+        return config.trainer.gradient_clip
+    defaults = resolve_method(config.method).optimizer_defaults
+    extra = {**defaults.extra, **config.optimizer.extra}
+    clip = extra.get("clip_grad_norm")
+    return None if clip is None else float(clip)
+
+
 def build_trainer(config: PretrainConfig, out: Path) -> tuple[pl.Trainer, list[pl.Callback]]:
     """The Lightning trainer of ``config`` and its fastssl callbacks."""
     tc = config.trainer
@@ -183,7 +193,7 @@ def build_trainer(config: PretrainConfig, out: Path) -> tuple[pl.Trainer, list[p
         max_steps=tc.max_steps,
         max_epochs=tc.max_epochs if tc.max_epochs is not None else -1,
         max_time=tc.max_time,
-        gradient_clip_val=tc.gradient_clip,
+        gradient_clip_val=gradient_clip(config),
         # fastssl's SyncBatchNorm: torch's refuses CPU tensors (gloo runs, tests).
         plugins=[SyncBatchNormPlugin()] if processes > 1 else None,
         use_distributed_sampler=False,  # the loader splits the data by rank itself

@@ -38,7 +38,7 @@ from fastssl.methods.base import Method, OptimizerDefaults, StepInfo
 from fastssl.train.data import ResumableLoader, derive_seed, seed_all
 from fastssl.utils import dist
 from fastssl.utils.lars import LARS
-from fastssl.utils.scheduler import CosineWarmupScheduler
+from fastssl.utils.scheduler import CosineWarmupScheduler, cosine_schedule
 
 #: Normalisation layers whose parameters get no weight decay.
 NORM_LAYERS: tuple[type[nn.Module], ...] = (
@@ -131,6 +131,41 @@ def param_groups(
     return [group for group in groups if group["params"]]
 
 
+#: ``optimizer.extra`` keys the engine applies itself. Every other key must be an argument
+#: of the optimizer class (e.g. LARS' ``trust_coefficient``); anything else is an error.
+ENGINE_EXTRAS: dict[str, str] = {
+    "lr_biases": "learning rate of biases and norms at the reference batch, scaled like lr "
+    "(Barlow Twins)",
+    "weight_decay_end": "weight decay at the last step, reached along a cosine from "
+    "weight_decay (DINO, MSN); null keeps it constant",
+    "final_lr": "learning rate at the last step at the reference batch, scaled like lr; used "
+    "when schedule.end_factor is unset (DINO, MSN)",
+    "start_lr": "learning rate the warm-up starts from at the reference batch, scaled like lr; "
+    "used when schedule.warmup_start_factor is unset (MSN)",
+    "clip_grad_norm": "gradient-norm clipping when trainer.gradient_clip is unset (DINO)",
+    "fix_predictor_lr": "the method's predictor keeps the peak learning rate: no warm-up, no "
+    "decay (SimSiam)",
+    "sqrt_scaling_lr": "learning rate per sqrt(image) used when lr_scaling is sqrt and "
+    "optimizer.lr is unset (SimCLR: 0.075 x sqrt(batch))",
+    "note": "free text on the paper's recipe (not applied)",
+}
+
+
+def check_extras(defaults: OptimizerDefaults, cls: type) -> None:
+    """Raises a ValueError naming an ``extra`` key neither ``cls`` nor the engine takes.
+
+    Keys set to None (``--set optimizer.extra.KEY=null``) are unset and always allowed.
+    """
+    accepted = set(inspect.signature(cls).parameters) - {"params", "lr"}
+    for key, value in defaults.extra.items():
+        if value is not None and key not in accepted and key not in ENGINE_EXTRAS:
+            raise ValueError(
+                f"optimizer.extra.{key} is neither an argument of {cls.__name__} "
+                f"({', '.join(sorted(accepted))}) nor an engine setting "
+                f"({', '.join(ENGINE_EXTRAS)}): remove it or fix its name"
+            )
+
+
 def build_optimizer(
     groups: list[dict[str, Any]], defaults: OptimizerDefaults, lr: float
 ) -> torch.optim.Optimizer:
@@ -142,8 +177,9 @@ def build_optimizer(
     group gets ``lr * lr_biases / defaults.lr``.
 
     Raises:
-        ValueError: For an unknown optimizer name, or ``lr_biases`` without a
-            ``no_decay`` group (``optimizer.exclude_norm_and_bias`` off).
+        ValueError: For an unknown optimizer name, an ``extra`` key that is neither an
+            argument of the optimizer nor in :data:`ENGINE_EXTRAS`, or ``lr_biases``
+            without a ``no_decay`` group (``optimizer.exclude_norm_and_bias`` off).
     """
     classes: dict[str, Any] = {
         "sgd": torch.optim.SGD,
@@ -153,10 +189,14 @@ def build_optimizer(
     if defaults.name not in classes:
         raise ValueError(f"optimizer {defaults.name!r} is unknown: choose one of sgd, lars, adamw")
     cls = classes[defaults.name]
-    # ``extra`` may also hold notes of a method's paper (e.g. a final weight decay) that
-    # are not constructor arguments: only the accepted ones are passed.
+    check_extras(defaults, cls)
+    # The engine's own keys (ENGINE_EXTRAS) are applied by PretrainModule, not passed here.
     accepted = inspect.signature(cls).parameters
-    kwargs = {k: v for k, v in defaults.extra.items() if k in accepted and k != "params"}
+    kwargs = {
+        k: v
+        for k, v in defaults.extra.items()
+        if k in accepted and k not in ("params", "lr") and v is not None
+    }
     if defaults.name == "adamw":
         kwargs.setdefault("betas", defaults.betas)
     else:
@@ -184,6 +224,10 @@ def merge_optimizer(defaults: OptimizerDefaults, overrides: dict[str, Any]) -> O
     if "extra" in fields:
         fields["extra"] = {**defaults.extra, **fields["extra"]}
     merged: dict[str, Any] = {**defaults.__dict__, **fields}
+    sqrt_lr = merged["extra"].get("sqrt_scaling_lr")
+    if merged["lr_scaling"] == "sqrt" and "lr" not in fields and sqrt_lr is not None:
+        # The paper's square-root rule, lr = sqrt_scaling_lr x sqrt(B), at the reference batch.
+        merged["lr"] = float(sqrt_lr) * math.sqrt(merged["reference_batch_size"])
     return OptimizerDefaults(**merged)
 
 
@@ -320,6 +364,8 @@ class PretrainModule(pl.LightningModule):
             cfg.weight_decay,
             self.hparams["exclude_norm_and_bias"],
         )
+        if cfg.extra.get("fix_predictor_lr"):
+            groups = self._split_fixed_lr(groups)
         optimizer = build_optimizer(groups, cfg, self.peak_lr())
         warmup = self.warmup_steps()
         if self.schedule_steps > 1 and warmup >= self.schedule_steps:
@@ -334,13 +380,60 @@ class PretrainModule(pl.LightningModule):
             optimizer,
             warmup_epochs=warmup,
             max_epochs=self.schedule_steps,
-            end_value=float(self.schedule.get("end_factor", 0.0)),
-            warmup_start_value=float(self.schedule.get("warmup_start_factor", 0.0)),
+            end_value=self._lr_factor("end_factor", "final_lr"),
+            warmup_start_value=self._lr_factor("warmup_start_factor", "start_lr"),
         )
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
         }
+
+    def _lr_factor(self, schedule_key: str, extra_key: str) -> float:
+        """``schedule[schedule_key]``, else the method's ``extra[extra_key]`` / lr, else 0."""
+        value = self.schedule.get(schedule_key)
+        if value is not None:
+            return float(value)
+        cfg = self.optimizer_config
+        absolute = cfg.extra.get(extra_key)
+        return float(absolute) / cfg.lr if absolute is not None and cfg.lr > 0 else 0.0
+
+    def _split_fixed_lr(self, groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Moves the predictor's parameters into groups marked ``fixed_lr`` (same decay)."""
+        fixed = {id(p) for m in self.method.predictor_modules() for p in m.parameters()}
+        if not fixed:
+            raise ValueError(
+                f"optimizer.extra.fix_predictor_lr is set, but {self.method.name or 'the method'}"
+                " has no predictor: set optimizer.extra.fix_predictor_lr=null"
+            )
+        split: list[dict[str, Any]] = []
+        for group in groups:
+            mine = [p for p in group["params"] if id(p) in fixed]
+            rest = [p for p in group["params"] if id(p) not in fixed]
+            if rest:
+                split.append({**group, "params": rest})
+            if mine:
+                split.append({**group, "params": mine, "name": f"{group['name']}_fixed_lr"})
+                split[-1]["fixed_lr"] = True
+        return split
+
+    def apply_group_schedules(self, optimizer: torch.optim.Optimizer, step: int) -> None:
+        """Per-step settings the lr scheduler does not cover, at optimizer step ``step``.
+
+        The weight decay of decayed groups follows a cosine from ``weight_decay`` (first
+        step) to ``extra["weight_decay_end"]`` (last step), as in DINO and MSN; groups
+        marked ``fixed_lr`` (SimSiam's predictor) get their peak learning rate back. Both
+        depend on the step only, so a resumed run continues exactly.
+        """
+        cfg = self.optimizer_config
+        wd_end = cfg.extra.get("weight_decay_end")
+        step = min(step, max(self.schedule_steps - 1, 0))
+        for group in optimizer.param_groups:
+            if group.get("fixed_lr"):
+                group["lr"] = group["initial_lr"]
+            if wd_end is not None and not str(group.get("name", "")).startswith("no_decay"):
+                group["weight_decay"] = cosine_schedule(
+                    step, self.schedule_steps, cfg.weight_decay, float(wd_end)
+                )
 
     # ----- training -----------------------------------------------------------------------
 
@@ -382,6 +475,7 @@ class PretrainModule(pl.LightningModule):
             )
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self.apply_group_schedules(optimizer, int(self.global_step))
         self.method.before_optimizer_step(self.step_info())
 
     # ----- checkpoints --------------------------------------------------------------------
@@ -416,9 +510,11 @@ class PretrainModule(pl.LightningModule):
 
 
 __all__ = [
+    "ENGINE_EXTRAS",
     "NonFiniteLossError",
     "PretrainModule",
     "build_optimizer",
+    "check_extras",
     "merge_optimizer",
     "param_groups",
     "resolve_method",

@@ -14,7 +14,7 @@ from fastssl.eval.features import eval_transform, extract_features, open_labeled
 from fastssl.eval.knn import knn_accuracy
 from fastssl.train.checkpoint import load_method, method_state_dict, read_checkpoint
 from fastssl.train.config import PretrainConfig, apply_overrides
-from fastssl.train.engine import build_module, pretrain
+from fastssl.train.engine import build_module, build_trainer, gradient_clip, pretrain
 from fastssl.train.module import NonFiniteLossError
 from tests.train._tiny import TINY, TinyMethod, make_folder
 
@@ -212,3 +212,29 @@ def test_online_knn_query_class_unknown_to_the_bank_fails_before_training(
     with pytest.raises(ValueError, match="class2"):
         pretrain(_config(images, tmp_path, f"knn.train={bank}", f"knn.val={queries}"))
     assert not (tmp_path / "last.ckpt").exists()
+
+
+def test_weight_decay_schedule_reaches_the_training_loop(images: Path, tmp_path: Path) -> None:
+    pretrain(_config(images, tmp_path, "optimizer.extra.weight_decay_end=0.5"))
+    groups = read_checkpoint(tmp_path / "last.ckpt")["optimizer_states"][0]["param_groups"]
+    by_name = {g["name"]: g for g in groups}
+    assert by_name["decay"]["weight_decay"] == pytest.approx(0.5)  # the last of the 4 steps
+    assert by_name["no_decay"]["weight_decay"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "clip"),
+    [
+        ((), None),  # TinyMethod's paper does not clip
+        (("optimizer.extra.clip_grad_norm=2.0",), 2.0),  # a method default, as DINO's 3.0
+        (("optimizer.extra.clip_grad_norm=2.0", "trainer.gradient_clip=1.0"), 1.0),
+        (("trainer.gradient_clip=0.5",), 0.5),
+    ],
+)
+def test_gradient_clip_takes_the_method_default_unless_given(
+    images: Path, tmp_path: Path, overrides: tuple[str, ...], clip: float | None
+) -> None:
+    config = _config(images, tmp_path, *overrides)
+    assert gradient_clip(config) == clip
+    trainer, _ = build_trainer(config, tmp_path)
+    assert trainer.gradient_clip_val == clip
