@@ -73,7 +73,7 @@ ROWS: dict[str, Row] = {
         "sgd", 0.03 * 128 / 256, "linear", 1e-4, 10, 0.001,
     ),
     "dino_vits16": Row(
-        "dino", "timm:vit_small_patch16_224", 128, ("73.3", "79.8", "67.5"),
+        "dino", "timm:vit_small_patch16_224(drop_path_rate=0.1)", 128, ("73.3", "79.8", "67.5"),
         "adamw", 5e-4 * 128 / 256, "linear", 0.04, 10, 0.001,
     ),
     "mae_vitb16": Row(

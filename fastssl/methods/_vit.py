@@ -19,7 +19,12 @@ from torch import Tensor, nn
 from torchvision.models.vision_transformer import VisionTransformer as TorchvisionViT
 
 from fastssl.methods.base import StepInfo
-from fastssl.models.backbones import _ViTFeatures, available_backbones, build_backbone
+from fastssl.models.backbones import (
+    _ViTFeatures,
+    available_backbones,
+    build_backbone,
+    parse_timm_name,
+)
 from fastssl.models.modules.masked_vision_transformer import MaskedVisionTransformer
 from fastssl.models.modules.masked_vision_transformer_torchvision import (
     MaskedVisionTransformerTorchvision,
@@ -56,9 +61,14 @@ def _is_timm_vit(module: object) -> bool:
 
 def _create_timm_vit(name: str, input_size: int) -> nn.Module:
     timm = import_timm(f"backbone 'timm:{name}'")
+    model_name, options = parse_timm_name(name)
     # dynamic_img_size: multi-crop views of other resolutions resize the positional embedding.
     model: nn.Module = timm.create_model(
-        name, pretrained=False, num_classes=0, img_size=input_size, dynamic_img_size=True
+        model_name,
+        pretrained=False,
+        num_classes=0,
+        img_size=input_size,
+        **{"dynamic_img_size": True, **options},
     )
     return model
 

@@ -39,6 +39,7 @@ from fastssl.models.modules.memory_bank import MemoryBankModule
 from fastssl.models.utils import (
     batch_shuffle,
     batch_unshuffle,
+    deactivate_drop_path,
     deactivate_requires_grad,
     select_most_similar,
     update_momentum,
@@ -180,7 +181,7 @@ class DenseCL(Method):
             self.feature_dim, hidden_dim, output_dim
         )
         self.projection_head_local = DenseCLProjectionHead(self.feature_dim, hidden_dim, output_dim)
-        self.backbone_momentum = copy.deepcopy(self.backbone)
+        self.backbone_momentum = deactivate_drop_path(copy.deepcopy(self.backbone))
         self.projection_head_global_momentum = copy.deepcopy(self.projection_head_global)
         self.projection_head_local_momentum = copy.deepcopy(self.projection_head_local)
         for module in self._momentum_modules():

@@ -30,7 +30,11 @@ from fastssl.loss.dino_loss import DINOLoss
 from fastssl.methods import _vit
 from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_views
 from fastssl.models.modules.heads.clustering import DINOProjectionHead
-from fastssl.models.utils import deactivate_requires_grad, update_momentum
+from fastssl.models.utils import (
+    deactivate_drop_path,
+    deactivate_requires_grad,
+    update_momentum,
+)
 from fastssl.transforms.dino_transform import DINOTransform
 from fastssl.utils.scheduler import cosine_schedule
 
@@ -146,7 +150,7 @@ class DINO(Method):
             freeze_last_layer=freeze_last_layer,
             norm_last_layer=norm_last_layer,
         )
-        self.teacher_backbone = copy.deepcopy(self.backbone)
+        self.teacher_backbone = deactivate_drop_path(copy.deepcopy(self.backbone))
         self.teacher_head = copy.deepcopy(self.head)
         deactivate_requires_grad(self.teacher_backbone)
         deactivate_requires_grad(self.teacher_head)

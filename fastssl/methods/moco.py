@@ -41,6 +41,7 @@ from fastssl.models.modules.heads.contrastive import MoCoProjectionHead
 from fastssl.models.utils import (
     batch_shuffle,
     batch_unshuffle,
+    deactivate_drop_path,
     deactivate_requires_grad,
     update_momentum,
 )
@@ -194,7 +195,7 @@ class MoCo(Method):
         self.prediction_head: nn.Module | None = (
             MoCoPredictionHead(output_dim, hidden_dim, output_dim) if v3 else None
         )
-        self.backbone_momentum = copy.deepcopy(self.backbone)
+        self.backbone_momentum = deactivate_drop_path(copy.deepcopy(self.backbone))
         self.projection_head_momentum = copy.deepcopy(self.projection_head)
         deactivate_requires_grad(self.backbone_momentum)
         deactivate_requires_grad(self.projection_head_momentum)

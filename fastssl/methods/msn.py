@@ -39,7 +39,12 @@ from fastssl.methods import _vit
 from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_views
 from fastssl.methods.dino import check_count, check_momentum
 from fastssl.models.modules.heads.clustering import MSNProjectionHead
-from fastssl.models.utils import deactivate_requires_grad, random_token_mask, update_momentum
+from fastssl.models.utils import (
+    deactivate_drop_path,
+    deactivate_requires_grad,
+    random_token_mask,
+    update_momentum,
+)
 from fastssl.transforms.msn_transform import MSNTransform
 
 
@@ -141,7 +146,7 @@ class MSN(Method):
         self.momentum_start, self.momentum_end = momentum_start, momentum_end
         self.target_sharpen_temperature = target_sharpen_temperature
         self.projection_head = MSNProjectionHead(self.feature_dim, hidden_dim, output_dim)
-        self.target_backbone = copy.deepcopy(self.backbone)
+        self.target_backbone = deactivate_drop_path(copy.deepcopy(self.backbone))
         self.target_projection_head = copy.deepcopy(self.projection_head)
         deactivate_requires_grad(self.target_backbone)
         deactivate_requires_grad(self.target_projection_head)

@@ -31,7 +31,11 @@ from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_view
 from fastssl.methods.dino import check_momentum
 from fastssl.methods.simclr import check_dims, two_views
 from fastssl.models.modules.heads.siamese import TiCoProjectionHead
-from fastssl.models.utils import deactivate_requires_grad, update_momentum
+from fastssl.models.utils import (
+    deactivate_drop_path,
+    deactivate_requires_grad,
+    update_momentum,
+)
 from fastssl.transforms.tico_transform import TiCoTransform, TiCoView1Transform, TiCoView2Transform
 from fastssl.utils.scheduler import cosine_schedule
 
@@ -90,7 +94,7 @@ class TiCo(Method):
         super().__init__(backbone, input_size, feature_dim)
         self.momentum_start, self.momentum_end = momentum_start, momentum_end
         self.projection_head = TiCoProjectionHead(self.feature_dim, hidden_dim, output_dim)
-        self.backbone_momentum = copy.deepcopy(self.backbone)
+        self.backbone_momentum = deactivate_drop_path(copy.deepcopy(self.backbone))
         self.projection_head_momentum = copy.deepcopy(self.projection_head)
         deactivate_requires_grad(self.backbone_momentum)
         deactivate_requires_grad(self.projection_head_momentum)

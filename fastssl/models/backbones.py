@@ -13,8 +13,11 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torchvision
+import yaml
 from torch import nn
 
 #: Inputs at or below this size get the CIFAR stem on ResNets.
@@ -25,6 +28,43 @@ _TORCHVISION_RESNETS = (
     "wide_resnet50_2", "wide_resnet101_2", "resnext50_32x4d",
 )  # fmt: skip
 _TORCHVISION_VITS = ("vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14")
+
+
+def parse_timm_name(name: str) -> tuple[str, dict[str, Any]]:
+    """Splits ``"<model>(key=value, ...)"`` into the timm model name and its keyword arguments.
+
+    The options are passed to ``timm.create_model``, e.g. the stochastic depth of DINO's
+    ViT-S/16 student: ``timm:vit_small_patch16_224(drop_path_rate=0.1)``. Values are read
+    as YAML scalars (``0.1``, ``true``, ``null``).
+
+    Args:
+        name: A timm model name without the ``timm:`` prefix, with optional options.
+
+    Returns:
+        ``(model name, options)``.
+
+    Raises:
+        ValueError: For a malformed option list, naming the backbone.
+
+    Example:
+        >>> parse_timm_name("vit_small_patch16_224(drop_path_rate=0.1)")
+        ('vit_small_patch16_224', {'drop_path_rate': 0.1})
+    """
+    model, paren, rest = name.partition("(")
+    if not paren:
+        return name, {}
+    options: dict[str, Any] = {}
+    if not rest.endswith(")"):
+        raise ValueError(f"backbone 'timm:{name}': options end with ')', e.g. (drop_path_rate=0.1)")
+    for item in filter(None, (part.strip() for part in rest[:-1].split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip().isidentifier():
+            raise ValueError(
+                f"backbone 'timm:{name}': option {item!r} is not key=value, e.g. "
+                "timm:vit_small_patch16_224(drop_path_rate=0.1)"
+            )
+        options[key.strip()] = yaml.safe_load(value)
+    return model.strip(), options
 
 
 def available_backbones() -> list[str]:
@@ -51,7 +91,8 @@ def build_backbone(
 
     Args:
         backbone: A torchvision name (``"resnet18"``, ``"vit_b_16"``, ... see
-            :func:`available_backbones`), ``"timm:<model name>"`` (needs timm), or a
+            :func:`available_backbones`), ``"timm:<model name>"`` (needs timm; options for
+            ``timm.create_model`` in parentheses, see :func:`parse_timm_name`), or a
             module mapping (B, 3, H, W) to features of shape (B, D) or (B, D, 1, 1).
         input_size: Training resolution; ResNets get the CIFAR stem at <= 64 px and ViTs
             are built for this image size.
@@ -73,11 +114,13 @@ def build_backbone(
             import timm
         except ImportError as error:
             raise ImportError(f"backbone {backbone!r} needs timm: pip install timm") from error
-        name = backbone[len("timm:") :]
+        name, options = parse_timm_name(backbone[len("timm:") :])
         try:  # transformers take the image size; convolutional networks do not
-            model = timm.create_model(name, pretrained=False, num_classes=0, img_size=input_size)
+            model = timm.create_model(
+                name, pretrained=False, num_classes=0, img_size=input_size, **options
+            )
         except TypeError:
-            model = timm.create_model(name, pretrained=False, num_classes=0)
+            model = timm.create_model(name, pretrained=False, num_classes=0, **options)
         return model, int(model.num_features)  # type: ignore[arg-type]
     if backbone in _TORCHVISION_RESNETS:
         resnet = getattr(torchvision.models, backbone)(weights=None)

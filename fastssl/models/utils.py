@@ -78,6 +78,36 @@ def activate_requires_grad(model: nn.Module) -> None:
         param.requires_grad = True
 
 
+def deactivate_drop_path(model: nn.Module) -> nn.Module:
+    """Turns stochastic depth off in ``model``, in place, and returns it.
+
+    A teacher or momentum encoder copied from a student built with drop path (DINO's
+    ViT-S/16: 0.1) must see whole networks, as in the papers, where the teacher is built
+    without it. Covers timm's ``DropPath`` (``drop_prob``) and torchvision's
+    ``StochasticDepth`` (``p``).
+
+    Args:
+        model: Module whose stochastic-depth layers are switched off.
+
+    Returns:
+        ``model``.
+
+    Example:
+        >>> from torchvision.ops import StochasticDepth
+        >>> block = torch.nn.Sequential(torch.nn.Linear(4, 4), StochasticDepth(0.1, "row"))
+        >>> deactivate_drop_path(block)[1].p
+        0.0
+    """
+    from torchvision.ops import StochasticDepth
+
+    for module in model.modules():
+        if isinstance(module, StochasticDepth):
+            module.p = 0.0
+        elif type(module).__name__ == "DropPath" and hasattr(module, "drop_prob"):
+            module.drop_prob = 0.0  # timm.layers.DropPath (timm is optional)
+    return model
+
+
 @torch.no_grad()
 def update_momentum(model: nn.Module, model_ema: nn.Module, m: float) -> None:
     """Updates ``model_ema`` in place with an exponential moving average of ``model``.

@@ -97,3 +97,14 @@ def test_lars_builds_the_recipe_it_names(
     trust = kwargs.get("trust_coefficient", 0.001)
     # The further entries first, in the order given, then the trust coefficient.
     assert list(built.extra.items()) == [*extra.items(), ("trust_coefficient", trust)]
+
+
+@pytest.mark.parametrize("name", ["byol", "dino", "moco", "msn", "tico"])
+def test_momentum_copies_have_no_drop_path(name: str) -> None:
+    timm = pytest.importorskip("timm")
+    model = create(name, backbone="timm:vit_tiny_patch16_224(drop_path_rate=0.3)", input_size=32)
+    teacher = model.ema_backbone()
+    assert teacher is not None and teacher is not model.backbone
+    probs = lambda m: [d.drop_prob for d in m.modules() if isinstance(d, timm.layers.DropPath)]  # noqa: E731
+    assert max(probs(model.backbone)) == pytest.approx(0.3)  # the student keeps it
+    assert probs(teacher) and set(probs(teacher)) == {0.0}
