@@ -16,12 +16,15 @@ timm = pytest.importorskip("timm")
     ("name", "model", "options"),
     [
         ("resnet18", "resnet18", {}),
-        ("vit_small_patch16_224(drop_path_rate=0.1)", "vit_small_patch16_224", {"drop_path_rate": 0.1}),
-        ("vit_tiny_patch16_224( drop_path_rate = 0.2 , qkv_bias=false )", "vit_tiny_patch16_224",
-         {"drop_path_rate": 0.2, "qkv_bias": False}),
+        ("vit_s(drop_path_rate=0.1)", "vit_s", {"drop_path_rate": 0.1}),
+        (
+            "vit_t( drop_path_rate = 0.2 , qkv_bias=false )",
+            "vit_t",
+            {"drop_path_rate": 0.2, "qkv_bias": False},
+        ),
         ("resnet50()", "resnet50", {}),
     ],
-)  # fmt: skip
+)
 def test_parse_timm_name(name: str, model: str, options: dict[str, Any]) -> None:
     assert parse_timm_name(name) == (model, options)
 
