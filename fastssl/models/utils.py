@@ -104,7 +104,7 @@ def deactivate_drop_path(model: nn.Module) -> nn.Module:
         if isinstance(module, StochasticDepth):
             module.p = 0.0
         elif type(module).__name__ == "DropPath" and hasattr(module, "drop_prob"):
-            module.drop_prob = 0.0  # timm.layers.DropPath (timm is optional)
+            setattr(module, "drop_prob", 0.0)  # noqa: B010 - timm.layers.DropPath (timm is optional)
     return model
 
 
