@@ -50,9 +50,9 @@ class BYOL(Method):
     Each step first moves the target towards the online network,
     ``target = tau * target + (1 - tau) * online``, with ``tau`` following a cosine from
     ``momentum_start`` to ``momentum_end`` over the run's optimizer steps, then computes the
-    symmetric loss ``0.5 * (ncs(p0, t1) + ncs(p1, t0))`` where ``p`` are online predictions,
-    ``t`` target projections (no gradient) and ``ncs`` the negative cosine similarity (the
-    paper's ``2 - 2 cos`` up to an affine map, as LightlySSL writes it).
+    paper's symmetrised loss ``(2 - 2 cos(p0, t1)) + (2 - 2 cos(p1, t0))`` (batch means)
+    where ``p`` are online predictions and ``t`` target projections (no gradient); its
+    gradients are those of lightly's ``2 x NegativeCosineSimilarity`` per direction.
 
     Defaults are the paper's: projector and predictor 4096-256 with batch norm, tau
     0.996 -> 1, LARS with lr 0.2 x B/256, weight decay 1.5e-6, 10 warm-up epochs,
@@ -119,14 +119,22 @@ class BYOL(Method):
         return out
 
     def training_step(self, views: Sequence[Tensor], info: StepInfo = _vit.FIRST_STEP) -> Tensor:
-        """Symmetric BYOL loss of the two views."""
+        """The paper's symmetrised loss: ``sum over both directions of 2 - 2 cos(q, z')``.
+
+        Equation 2 of the paper, ``||q/|q| - z'/|z'|||^2 = 2 - 2 cos``, averaged over the
+        batch and summed over the two directions (its ``L + L~``): in ``[0, 8]``, with
+        the gradients of lightly's benchmark loss (``2 x NegativeCosineSimilarity`` per
+        direction), so LARS's weight decay and the biases (outside its trust ratio) get
+        the paper's step sizes.
+        """
         x0, x1 = two_views("BYOL", views)
         tau = self.momentum(info)
         update_momentum(self.backbone, self.backbone_momentum, tau)
         update_momentum(self.projection_head, self.projection_head_momentum, tau)
         p0, p1 = self.online(x0), self.online(x1)
         t0, t1 = self.target(x0), self.target(x1)
-        loss: Tensor = 0.5 * (self.criterion(p0, t1) + self.criterion(p1, t0))
+        # criterion = -mean(cos), so 2 - 2 cos = 2 + 2 * criterion per direction.
+        loss: Tensor = 4.0 + 2.0 * (self.criterion(p0, t1) + self.criterion(p1, t0))
         return loss
 
     def default_transform(self, **views: Any) -> BYOLTransform:

@@ -49,17 +49,20 @@ def test_target_moves_by_the_cosine_tau(step: int) -> None:
     check_ema_moves(model, pairs, StepInfo(step=step, max_steps=10), tau)
 
 
-def test_loss_is_symmetric_negative_cosine_to_the_target() -> None:
+def test_loss_is_the_papers_symmetrised_normalised_mse() -> None:
     torch.manual_seed(0)
     model = make()
     v0, v1 = two_views()
     loss = model.training_step([v0, v1], StepInfo(step=3, max_steps=10))
     p0, p1 = (model.prediction_head(model.projection_head(model.backbone(v))) for v in (v0, v1))
     t0, t1 = (model.projection_head_momentum(model.backbone_momentum(v)) for v in (v0, v1))
-    expected = -0.5 * (F.cosine_similarity(p0, t1).mean() + F.cosine_similarity(p1, t0).mean())
-    torch.testing.assert_close(loss, expected, rtol=1e-4, atol=1e-6)
+    # Paper, eq. 2 and L + L~: ||q/|q| - z'/|z'|||^2 averaged over the batch, both directions.
+    mse = lambda q, z: (F.normalize(q, dim=1) - F.normalize(z, dim=1)).pow(2).sum(1).mean()  # noqa: E731
+    torch.testing.assert_close(loss, mse(p0, t1) + mse(p1, t0), rtol=1e-4, atol=1e-5)
+    # lightly's benchmark loss (2 x NegativeCosineSimilarity per direction) up to the constant.
     oracle = lightly.loss.NegativeCosineSimilarity()
-    torch.testing.assert_close(loss, 0.5 * (oracle(p0, t1) + oracle(p1, t0)), rtol=1e-4, atol=1e-6)
+    lightly_loss = 2 * oracle(p0, t1) + 2 * oracle(p1, t0)
+    torch.testing.assert_close(loss, lightly_loss + 4, rtol=1e-4, atol=1e-5)
     loss.backward()
     assert all(p.grad is None for p in model.backbone_momentum.parameters())
 
