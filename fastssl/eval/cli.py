@@ -105,6 +105,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--input-size", type=_positive_int, default=None, metavar="N",
         help="image side in pixels (default: the checkpoint's training size)",
     )  # fmt: skip
+    parser.add_argument(
+        "--resize", type=_positive_int, default=None, metavar="N",
+        help="resize the short side to N, then center-crop --input-size (lightly's ImageNet "
+        "protocol: --resize 256 at 224; default: resize to the input size)",
+    )  # fmt: skip
     parser.add_argument("--batch-size", type=_positive_int, default=256, metavar="B")
     parser.add_argument(
         "--epochs", type=_positive_int, default=None, metavar="E",
@@ -250,7 +255,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if "finetune" in modes and model.method == "pixels":
         raise ValueError("--checkpoint pixels has no weights to fine-tune: use knn or linear")
     model.backbone.to(device)
-    transform = eval_transform(model.input_size)
+    transform = eval_transform(model.input_size, args.resize)
     train = open_labeled(args.train, transform)
     val = open_labeled(args.val, transform)
     target_map = class_mapping(train.classes, val)  # fails early on unknown val classes
@@ -263,6 +268,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "backbone": model.backbone_name,
         "feature_dim": model.feature_dim,
         "input_size": model.input_size,
+        "resize": args.resize,
         "train": args.train,
         "val": args.val,
         "num_train": len(train),
@@ -337,7 +343,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             model.backbone, model.feature_dim,
             open_labeled(args.train, shuffle=True, seed=args.seed), open_labeled(args.val),
             model.input_size, num_workers=workers, seed=args.seed, device=device,
-            progress=progress, **settings,
+            progress=progress, resize=args.resize, **settings,
         )  # fmt: skip
         results["finetune"] = {
             "top1": tuned.top1, "top5": tuned.top5, **settings, "losses": tuned.losses,

@@ -51,16 +51,19 @@ class ToRGB:
         return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def eval_transform(input_size: int) -> Callable[[Image.Image], Tensor]:
+def eval_transform(input_size: int, resize: int | None = None) -> Callable[[Image.Image], Tensor]:
     """The deterministic evaluation transform: PIL image -> (3, input_size, input_size).
 
     Above 64 px the short side is resized to ``input_size`` and the center is cropped (the
     standard protocol keeps the aspect ratio); at 64 px or less the image is resized to a
     square directly, since small datasets (CIFAR, STL at 64) are already square and a crop
-    would throw away border pixels the backbone was trained on.
+    would throw away border pixels the backbone was trained on. With ``resize`` the short
+    side is resized to ``resize`` first and the central ``input_size`` square is kept, at any
+    size (lightly's ImageNet protocol: resize 256, crop 224).
 
     Args:
         input_size: Side of the output in pixels.
+        resize: Short side before the center crop, >= ``input_size`` (None: as above).
 
     Returns:
         A callable mapping a PIL image to a normalised float tensor (3, input_size, input_size).
@@ -70,13 +73,20 @@ def eval_transform(input_size: int) -> Callable[[Image.Image], Tensor]:
     """
     if input_size < 1:
         raise ValueError(f"input_size must be >= 1, got {input_size}")
-    resize: list[Any]
-    if input_size <= SMALL_INPUT_SIZE:
-        resize = [T.Resize((input_size, input_size))]
+    if resize is not None and resize < input_size:
+        raise ValueError(
+            f"resize={resize} is below input_size={input_size}: the center crop needs a short "
+            f"side of at least {input_size} (e.g. resize 256 for 224)"
+        )
+    steps: list[Any]
+    if resize is not None:
+        steps = [T.Resize(resize), T.CenterCrop(input_size)]
+    elif input_size <= SMALL_INPUT_SIZE:
+        steps = [T.Resize((input_size, input_size))]
     else:
-        resize = [T.Resize(input_size), T.CenterCrop(input_size)]
+        steps = [T.Resize(input_size), T.CenterCrop(input_size)]
     return T.Compose(
-        [ToRGB(), *resize, T.ToTensor(), T.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)]
+        [ToRGB(), *steps, T.ToTensor(), T.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)]
     )
 
 

@@ -92,6 +92,7 @@ def finetune(
     seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    resize: int | None = None,
 ) -> ProbeResult:
     """Fine-tunes ``backbone`` (in place) with a new linear head and scores it on ``val``.
 
@@ -112,6 +113,8 @@ def finetune(
         seed: Seeds the head, the data order and the augmentation.
         device: Where to train.
         progress: Show progress bars.
+        resize: Short side of the validation images before their center crop (see
+            :func:`~fastssl.eval.features.eval_transform`).
 
     Returns:
         A :class:`~fastssl.eval.linear.ProbeResult`: validation top-1 / top-5 and the mean
@@ -145,7 +148,7 @@ def finetune(
     else:
         opt = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
     train.set_transform(finetune_transform(input_size))
-    val.set_transform(eval_transform(input_size))
+    val.set_transform(eval_transform(input_size, resize))
     pin = device.type == "cuda"
     # drop_last only when it keeps a batch: BatchNorm backbones cannot train on 1 sample.
     drop_last = len(train) > batch_size

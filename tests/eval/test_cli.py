@@ -49,6 +49,33 @@ def test_knn_separable_colors_and_json(
     assert report["checkpoint"] == ckpt and report["seed"] == 0 and report["device"] == "cpu"
 
 
+@pytest.mark.parametrize("resize", [None, 24])
+def test_resize_reaches_the_features(
+    resize: int | None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Raw pixels of 16 px images: the top-left corner is black unless --resize crops it away.
+    from PIL import Image
+
+    for split, n in (("train", 4), ("val", 2)):
+        for label in ("a", "b"):
+            folder = tmp_path / split / label
+            folder.mkdir(parents=True)
+            for i in range(n):
+                image = Image.new("RGB", (32, 32), (255, 255, 255))
+                image.paste((0, 0, 0) if label == "a" else (255, 255, 255), (0, 0, 4, 4))
+                image.save(folder / f"{i}.png")
+    report_path = tmp_path / "report.json"
+    argv = ["knn", "--checkpoint", "pixels", "--input-size", "16", "--k", "2"]
+    argv += ["--train", str(tmp_path / "train"), "--val", str(tmp_path / "val")]
+    argv += ["--json", str(report_path)] + (["--resize", str(resize)] if resize else [])
+    code, _, err = _eval(argv, capsys)
+    assert code == 0, err
+    report = json.loads(report_path.read_text())
+    assert report["resize"] == resize
+    # Without --resize the black corner separates the classes; 24 -> crop 16 cuts it off.
+    assert report["results"]["knn"]["top1"] == (1.0 if resize is None else 0.5)
+
+
 def test_knn_with_shuffled_labels_is_near_chance(
     ckpt: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -165,6 +192,7 @@ def _bad_checkpoint(tmp_path: Path) -> str:
         ("unknown_backbone", "unknown backbone 'resnet7'"),
         ("ema_without_copy", r"--network ema: method 'tiny' keeps no EMA copy .*online"),
         ("ema_of_a_baseline", "--network ema needs a checkpoint: pixels has no EMA"),
+        ("resize_below_the_crop", r"resize=8 is below input_size=16"),
     ],
 )
 def test_bad_inputs_give_clear_errors(
@@ -195,6 +223,8 @@ def test_bad_inputs_give_clear_errors(
         extra = ["--network", "ema"]
     elif case == "ema_of_a_baseline":
         checkpoint, extra = "pixels", ["--input-size", "8", "--network", "ema"]
+    elif case == "resize_below_the_crop":
+        extra = ["--resize", "8"]
     code, out, err = _eval(
         [mode, "--checkpoint", checkpoint, "--train", train, "--val", val, *extra], capsys
     )

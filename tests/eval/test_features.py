@@ -48,6 +48,27 @@ def test_large_inputs_keep_aspect_and_center_crop() -> None:
     assert raw[:, :, :40].max() < 0.05 and raw[:, :, 56:].min() > 0.95
 
 
+@pytest.mark.parametrize(("size", "resize"), [(96, 128), (32, 40), (32, 32)])
+def test_resize_then_center_crop(size: int, resize: int) -> None:
+    # 200x100 with a white right half: short side -> resize, width -> 2 x resize; the center
+    # crop of `size` spans columns resize - size/2 .. resize + size/2: half black, half white.
+    image = Image.new("RGB", (200, 100))
+    image.paste((255, 255, 255), (100, 0, 200, 100))
+    out = eval_transform(size, resize=resize)(image)
+    assert out.shape == (3, size, size)
+    expected = F.center_crop(F.resize(F.to_tensor(image), resize), [size, size])
+    torch.testing.assert_close(out, _normalize(expected), atol=0.02, rtol=0)
+    raw = (
+        out * torch.tensor(IMAGENET_STD)[:, None, None] + torch.tensor(IMAGENET_MEAN)[:, None, None]
+    )
+    assert raw[:, :, : size // 2 - 4].max() < 0.05 and raw[:, :, size // 2 + 4 :].min() > 0.95
+
+
+def test_resize_below_the_input_size_is_an_error() -> None:
+    with pytest.raises(ValueError, match="resize=200 is below input_size=224"):
+        eval_transform(224, resize=200)
+
+
 def test_grayscale_becomes_three_equal_channels() -> None:
     out = eval_transform(8)(Image.new("L", (8, 8), color=128))
     raw = (
