@@ -132,6 +132,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="finetune: backbone lr = lr x this (default 0.1)",
     )  # fmt: skip
     parser.add_argument(
+        "--min-scale", type=_positive_float, default=0.2, metavar="S",
+        help="finetune: smallest random-resized-crop area, fraction of the image (default "
+        "0.2; lightly's ImageNet protocol: 0.08)",
+    )  # fmt: skip
+    parser.add_argument(
         "--no-batch-norm", action="store_true",
         help="linear: no BatchNorm (without affine) before the linear layer",
     )  # fmt: skip
@@ -338,6 +343,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             if args.weight_decay is not None
             else (0.05 if adamw else 1e-4),
             "batch_size": args.batch_size,
+            "min_scale": args.min_scale,
         }
         tuned = finetune(
             model.backbone, model.feature_dim,

@@ -93,6 +93,7 @@ def finetune(
     device: str | torch.device = "cpu",
     progress: bool = False,
     resize: int | None = None,
+    min_scale: float = 0.2,
 ) -> ProbeResult:
     """Fine-tunes ``backbone`` (in place) with a new linear head and scores it on ``val``.
 
@@ -115,14 +116,16 @@ def finetune(
         progress: Show progress bars.
         resize: Short side of the validation images before their center crop (see
             :func:`~fastssl.eval.features.eval_transform`).
+        min_scale: Smallest random-resized-crop area of the training images, as a
+            fraction of the image (0.08: the ImageNet protocol).
 
     Returns:
         A :class:`~fastssl.eval.linear.ProbeResult`: validation top-1 / top-5 and the mean
         training loss of every epoch.
 
     Raises:
-        ValueError: For an unknown optimizer, non-positive epochs / lr, or validation
-            classes the training set lacks.
+        ValueError: For an unknown optimizer, non-positive epochs / lr, a ``min_scale``
+            outside (0, 1], or validation classes the training set lacks.
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer={optimizer!r} is unknown: choose one of {OPTIMIZERS}")
@@ -132,6 +135,8 @@ def finetune(
         raise ValueError(
             f"lr must be > 0 and backbone_lr_scale >= 0, got {lr}, {backbone_lr_scale}"
         )
+    if not 0 < min_scale <= 1:
+        raise ValueError(f"min_scale must be in (0, 1] (a fraction of the image), got {min_scale}")
     if not any(p.requires_grad for p in backbone.parameters()):
         raise ValueError("the backbone has no trainable parameters: nothing to fine-tune")
     target_map = class_mapping(train.classes, val)
@@ -147,7 +152,7 @@ def finetune(
         opt = torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=weight_decay)
     else:
         opt = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
-    train.set_transform(finetune_transform(input_size))
+    train.set_transform(finetune_transform(input_size, min_scale))
     val.set_transform(eval_transform(input_size, resize))
     pin = device.type == "cuda"
     # drop_last only when it keeps a batch: BatchNorm backbones cannot train on 1 sample.

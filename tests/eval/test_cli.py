@@ -113,8 +113,31 @@ def test_all_modes_share_one_table(
     assert results["linear"]["top1"] > 0.95 and results["linear"]["batch_norm"] is True
     assert results["finetune"]["epochs"] == 2 and results["finetune"]["optimizer"] == "sgd"
     assert results["finetune"]["lr"] == 0.05 and results["finetune"]["weight_decay"] == 1e-4
+    assert results["finetune"]["min_scale"] == 0.2
     for mode in ("linear", "finetune", "knn"):
         assert 0.0 <= results[mode]["top1"] <= results[mode]["top5"] <= 1.0
+
+
+def test_min_scale_reaches_the_finetune_crops(
+    ckpt: str, data: tuple[str, str], capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    import importlib
+
+    finetune_module = importlib.import_module("fastssl.eval.finetune")  # the module
+
+    seen: list[float] = []
+    real = finetune_module.finetune_transform
+
+    def spy(input_size: int, min_scale: float = 0.2):  # type: ignore[no-untyped-def]
+        seen.append(min_scale)
+        return real(input_size, min_scale)
+
+    monkeypatch.setattr(finetune_module, "finetune_transform", spy)
+    argv = ["finetune", "--checkpoint", ckpt, "--train", data[0], "--val", data[1]]
+    code, _, err = _eval([*argv, "--epochs", "1", "--min-scale", "0.08"], capsys)
+    assert code == 0, err
+    assert seen == [0.08]
 
 
 @pytest.mark.parametrize(("spec", "dim"), [("pixels", 3 * 16 * 16), ("random:resnet18", 512)])

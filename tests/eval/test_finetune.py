@@ -61,6 +61,8 @@ def test_augmentation_output() -> None:
     torch.manual_seed(0)
     out = finetune_transform(12)(Image.new("L", (30, 20)))
     assert out.shape == (3, 12, 12)
+    crop = finetune_transform(12, min_scale=0.08).transforms[1]
+    assert crop.scale == (0.08, 1.0)
     model = Classifier(nn.Sequential(nn.Flatten(), nn.Linear(3 * 4, 5)), 5, 2)
     assert model(torch.randn(3, 3, 2, 2)).shape == (3, 2)
 
@@ -72,6 +74,9 @@ def test_bad_arguments(folders: tuple[Path, Path], tmp_path: Path) -> None:
         finetune(backbone, 8, train, val, 16, optimizer="lamb")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="epochs must be >= 1, got 0"):
         finetune(backbone, 8, train, val, 16, epochs=0)
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match=rf"min_scale must be in \(0, 1\] .*got {bad}"):
+            finetune(backbone, 8, train, val, 16, min_scale=bad)
     with pytest.raises(ValueError, match="no trainable parameters"):
         finetune(nn.Flatten(), 768, train, val, 16)
     other = open_labeled(make_folder(tmp_path / "other", 1, classes=("red",)))
