@@ -345,3 +345,18 @@ def test_imagenet1k_recipe_trains_two_steps_on_the_cpu(tmp_path: Path) -> None:
     assert math.isfinite(summary["final_loss"])
     # The sqrt scaling of the recipe: 0.075 x sqrt(8) at batch 8.
     assert summary["peak_lr"] == pytest.approx(0.075 * math.sqrt(8))
+
+
+def test_fashion_mnist_recipe_is_the_papers_with_the_measured_changes() -> None:
+    """pipelines/fashion_mnist/simclr.yaml changes only what benchmarks/fashion_mnist.md
+    measured (backbone, temperature, views, warm-up, size, run length)."""
+    paper = to_dict(load_config(PIPELINES / "simclr.yaml"))
+    small = to_dict(load_config(PIPELINES / "fashion_mnist" / "simclr.yaml"))
+    assert small["method"] == paper["method"] == "simclr"
+    assert small["optimizer"] == paper["optimizer"]  # LARS, lr 0.3 x B/256, wd 1e-6
+    assert small["method_kwargs"] == {"backbone": "timm:resnet18", "temperature": 0.2}
+    assert small["views"] == {"min_scale": 0.7, "cj_strength": 2.0}
+    assert small["schedule"] == {**paper["schedule"], "warmup_epochs": 1}
+    assert (small["data"]["input_size"], small["data"]["batch_size"]) == (32, 256)
+    assert small["trainer"]["max_epochs"] == 10
+    assert small["trainer"]["precision"] == paper["trainer"]["precision"]
