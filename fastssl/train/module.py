@@ -412,8 +412,8 @@ class PretrainModule(pl.LightningModule):
             if rest:
                 split.append({**group, "params": rest})
             if mine:
-                split.append({**group, "params": mine, "name": f"{group['name']}_fixed_lr"})
-                split[-1]["fixed_lr"] = True
+                name = f"{group['name']}_fixed_lr"
+                split.append({**group, "params": mine, "name": name, "fixed_lr": True})
         return split
 
     def apply_group_schedules(self, optimizer: torch.optim.Optimizer, step: int) -> None:
