@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -32,8 +31,7 @@ from fastssl.methods.dino import check_momentum
 from fastssl.methods.simclr import check_dims, two_views
 from fastssl.models.modules.heads.siamese import BYOLPredictionHead, BYOLProjectionHead
 from fastssl.models.utils import (
-    deactivate_drop_path,
-    deactivate_requires_grad,
+    momentum_copy,
     update_momentum,
 )
 from fastssl.transforms.byol_transform import (
@@ -94,10 +92,8 @@ class BYOL(Method):
         self.momentum_start, self.momentum_end = momentum_start, momentum_end
         self.projection_head = BYOLProjectionHead(self.feature_dim, hidden_dim, output_dim)
         self.prediction_head = BYOLPredictionHead(output_dim, hidden_dim, output_dim)
-        self.backbone_momentum = deactivate_drop_path(copy.deepcopy(self.backbone))
-        self.projection_head_momentum = copy.deepcopy(self.projection_head)
-        deactivate_requires_grad(self.backbone_momentum)
-        deactivate_requires_grad(self.projection_head_momentum)
+        self.backbone_momentum = momentum_copy(self.backbone)
+        self.projection_head_momentum = momentum_copy(self.projection_head)
         self.criterion = NegativeCosineSimilarity()
 
     def momentum(self, info: StepInfo) -> float:

@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -39,8 +38,7 @@ from fastssl.models.modules.memory_bank import MemoryBankModule
 from fastssl.models.utils import (
     batch_shuffle,
     batch_unshuffle,
-    deactivate_drop_path,
-    deactivate_requires_grad,
+    momentum_copy,
     select_most_similar,
     update_momentum,
 )
@@ -181,11 +179,9 @@ class DenseCL(Method):
             self.feature_dim, hidden_dim, output_dim
         )
         self.projection_head_local = DenseCLProjectionHead(self.feature_dim, hidden_dim, output_dim)
-        self.backbone_momentum = deactivate_drop_path(copy.deepcopy(self.backbone))
-        self.projection_head_global_momentum = copy.deepcopy(self.projection_head_global)
-        self.projection_head_local_momentum = copy.deepcopy(self.projection_head_local)
-        for module in self._momentum_modules():
-            deactivate_requires_grad(module)
+        self.backbone_momentum = momentum_copy(self.backbone)
+        self.projection_head_global_momentum = momentum_copy(self.projection_head_global)
+        self.projection_head_local_momentum = momentum_copy(self.projection_head_local)
         size = (memory_bank_size, output_dim)
         self.memory_bank_global = MemoryBankModule(
             size, gather_distributed=gather_distributed, feature_dim_first=False

@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -31,8 +30,7 @@ from fastssl.methods import _vit
 from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_views
 from fastssl.models.modules.heads.clustering import DINOProjectionHead
 from fastssl.models.utils import (
-    deactivate_drop_path,
-    deactivate_requires_grad,
+    momentum_copy,
     update_momentum,
 )
 from fastssl.transforms.dino_transform import DINOTransform
@@ -150,10 +148,8 @@ class DINO(Method):
             freeze_last_layer=freeze_last_layer,
             norm_last_layer=norm_last_layer,
         )
-        self.teacher_backbone = deactivate_drop_path(copy.deepcopy(self.backbone))
-        self.teacher_head = copy.deepcopy(self.head)
-        deactivate_requires_grad(self.teacher_backbone)
-        deactivate_requires_grad(self.teacher_head)
+        self.teacher_backbone = momentum_copy(self.backbone)
+        self.teacher_head = momentum_copy(self.head)
         self.criterion = DINOLoss(
             output_dim=output_dim,
             warmup_teacher_temp=warmup_teacher_temp,

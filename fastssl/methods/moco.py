@@ -23,7 +23,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -41,8 +40,7 @@ from fastssl.models.modules.heads.contrastive import MoCoProjectionHead
 from fastssl.models.utils import (
     batch_shuffle,
     batch_unshuffle,
-    deactivate_drop_path,
-    deactivate_requires_grad,
+    momentum_copy,
     update_momentum,
 )
 from fastssl.transforms.byol_transform import (
@@ -195,10 +193,8 @@ class MoCo(Method):
         self.prediction_head: nn.Module | None = (
             MoCoPredictionHead(output_dim, hidden_dim, output_dim) if v3 else None
         )
-        self.backbone_momentum = deactivate_drop_path(copy.deepcopy(self.backbone))
-        self.projection_head_momentum = copy.deepcopy(self.projection_head)
-        deactivate_requires_grad(self.backbone_momentum)
-        deactivate_requires_grad(self.projection_head_momentum)
+        self.backbone_momentum = momentum_copy(self.backbone)
+        self.projection_head_momentum = momentum_copy(self.projection_head)
         self.criterion: NTXentLoss | None = (
             None
             if v3

@@ -25,7 +25,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -40,8 +39,7 @@ from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_view
 from fastssl.methods.dino import check_count, check_momentum
 from fastssl.models.modules.heads.clustering import MSNProjectionHead
 from fastssl.models.utils import (
-    deactivate_drop_path,
-    deactivate_requires_grad,
+    momentum_copy,
     random_token_mask,
     update_momentum,
 )
@@ -146,10 +144,8 @@ class MSN(Method):
         self.momentum_start, self.momentum_end = momentum_start, momentum_end
         self.target_sharpen_temperature = target_sharpen_temperature
         self.projection_head = MSNProjectionHead(self.feature_dim, hidden_dim, output_dim)
-        self.target_backbone = deactivate_drop_path(copy.deepcopy(self.backbone))
-        self.target_projection_head = copy.deepcopy(self.projection_head)
-        deactivate_requires_grad(self.target_backbone)
-        deactivate_requires_grad(self.target_projection_head)
+        self.target_backbone = momentum_copy(self.backbone)
+        self.target_projection_head = momentum_copy(self.projection_head)
         # Uniform in +-1/sqrt(output_dim), as the reference code initialises the prototypes.
         bound = 1.0 / math.sqrt(output_dim)
         self.prototypes = nn.Parameter(

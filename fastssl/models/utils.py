@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterable
 
@@ -106,6 +107,27 @@ def deactivate_drop_path(model: nn.Module) -> nn.Module:
         elif type(module).__name__ == "DropPath" and hasattr(module, "drop_prob"):
             setattr(module, "drop_prob", 0.0)  # noqa: B010 - timm.layers.DropPath (timm is optional)
     return model
+
+
+def momentum_copy(model: nn.Module) -> nn.Module:
+    """A teacher / momentum copy of ``model``: a deep copy with frozen parameters
+    (:func:`deactivate_requires_grad`) and stochastic depth off (:func:`deactivate_drop_path`),
+    to be moved by :func:`update_momentum`.
+
+    Args:
+        model: The online (student) module.
+
+    Returns:
+        The copy; ``model`` is unchanged.
+
+    Example:
+        >>> head = torch.nn.Linear(4, 2)
+        >>> momentum_copy(head).weight.requires_grad, head.weight.requires_grad
+        (False, True)
+    """
+    copy_ = deactivate_drop_path(copy.deepcopy(model))
+    deactivate_requires_grad(copy_)
+    return copy_
 
 
 @torch.no_grad()
