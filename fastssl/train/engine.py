@@ -43,7 +43,7 @@ from fastssl.models.batchnorm import SyncBatchNormPlugin
 from fastssl.train.callbacks import LastCheckpoint, OnlineKNN, ThroughputMonitor
 from fastssl.train.config import PretrainConfig, to_dict
 from fastssl.train.data import EpochSeededTransform, ResumableLoader
-from fastssl.train.module import PretrainModule, resolve_method
+from fastssl.train.module import PretrainModule, merge_optimizer, resolve_method
 from fastssl.utils import dist
 
 
@@ -153,8 +153,7 @@ def gradient_clip(config: PretrainConfig) -> float | None:
     if config.trainer.gradient_clip is not None:
         return config.trainer.gradient_clip
     defaults = resolve_method(config.method).optimizer_defaults
-    extra = {**defaults.extra, **config.optimizer.extra}
-    clip = extra.get("clip_grad_norm")
+    clip = merge_optimizer(defaults, to_dict(config)["optimizer"]).extra.get("clip_grad_norm")
     return None if clip is None else float(clip)
 
 
