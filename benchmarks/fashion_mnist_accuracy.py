@@ -25,6 +25,7 @@ Usage: python benchmarks/fashion_mnist_accuracy.py [--train 10000] [--test 2000]
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import subprocess
@@ -124,7 +125,8 @@ def main() -> None:
             )
         )  # fmt: skip
         ours = load_method(out / "last.ckpt").backbone
-        rows["fastssl pretrain (bf16-mixed)"] = {
+        trained = json.loads((out / "summary.json").read_text())["precision"]
+        rows[f"fastssl pretrain ({trained})"] = {
             "top1": knn_top1(ours, data),
             "wall_s": wall,
             "cpu_s": cpu,

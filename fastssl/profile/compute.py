@@ -113,7 +113,7 @@ class ComputeHarness:
         shapes: Sequence[Sequence[int]] = (),
         compile: bool | None = None,
     ) -> None:
-        from fastssl.train.engine import build_module
+        from fastssl.train.engine import build_module, resolve_precision
 
         if config.trainer.precision not in PRECISIONS:
             raise ValueError(
@@ -130,12 +130,14 @@ class ComputeHarness:
             config.trainer.compile is None and device.type == "cuda"
         )
         self.method = module.method
-        weights = PRECISIONS[config.trainer.precision][1]
+        # What pretrain would train in: a half precision this CPU lacks becomes 32-true.
+        precision = resolve_precision(config.trainer.precision, device.type)
+        weights = PRECISIONS[precision][1]
         self.method.to(device=device, dtype=weights)
         self.input_dtype = weights  # None: the loader's float32
         self.optimizer: torch.optim.Optimizer = module.configure_optimizers()["optimizer"]
         self.channels_last = config.trainer.channels_last
-        self.precision = config.trainer.precision
+        self.precision = precision
         self._loss_s = 0.0
         self._loss_start = 0.0
         criterion = getattr(self.method, "criterion", None)

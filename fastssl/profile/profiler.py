@@ -535,6 +535,9 @@ def _compute_options(
             options.append(
                 Option("--precision bf16-mixed", "compute", unmeasured="this GPU has no bf16")
             )
+        elif s.device.type == "cpu" and not _cpu_supports_bf16():
+            why = "this CPU has no native bf16: PyTorch emulates it, about 50x slower"
+            options.append(Option("--precision bf16-mixed", "compute", unmeasured=why))
         else:
             add(
                 "--precision bf16-mixed",
@@ -551,6 +554,12 @@ def _compute_options(
             " (the loader's images/s taken as unchanged; the learning rate follows the batch)",
         )
     return options, results
+
+
+def _cpu_supports_bf16() -> bool:
+    from fastssl.train.engine import cpu_supports
+
+    return cpu_supports(torch.bfloat16)
 
 
 def _iteration(

@@ -107,7 +107,12 @@ def add_recipe_arguments(parser: argparse.ArgumentParser, skip: Collection[str] 
     add("devices", "--devices", type=int, help="processes (GPUs) per node")
     add("num_nodes", "--num-nodes", type=int, help="number of nodes")
     add("strategy", "--strategy", help="Lightning strategy (default: ddp when distributed)")
-    add("precision", "--precision", help="32, 16-mixed or bf16-mixed")
+    add(
+        "precision",
+        "--precision",
+        help="32, 16-mixed or bf16-mixed (on a CPU without native bf16 / fp16 arithmetic, "
+        "i.e. without AVX512-BF16 or AMX, half precisions train in 32-true, with a warning)",
+    )
     add(
         "compile",
         "--compile",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -80,3 +82,17 @@ def test_parse_variants(text: str, expected: tuple[str, ...] | None) -> None:
 def test_parse_variants_names_unknown_entries() -> None:
     with pytest.raises(ValueError, match="--variants fp8: unknown"):
         parse_variants("bf16,fp8")
+
+
+@pytest.mark.parametrize(("native", "expected"), [(False, "32-true"), (True, "bf16-mixed")])
+def test_harness_steps_in_the_precision_pretrain_would_train_in(
+    native: bool, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastssl.train import engine
+
+    monkeypatch.setattr(engine, "cpu_supports", lambda dtype: native)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        harness = ComputeHarness(_config("trainer.precision=bf16-mixed"), torch.device("cpu"))
+    assert harness.precision == expected
+    assert any("32-true instead" in str(w.message) for w in caught) is (not native)

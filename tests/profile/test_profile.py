@@ -224,3 +224,21 @@ def test_profile_reads_a_recipe_like_pretrain(flags: list[str], tmp_path: Path) 
 
     add_arguments(profile)
     assert profile_config(profile.parse_args([recipe, *flags])) == expected
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_variant_is_measured_only_where_the_cpu_computes_bf16(
+    native: bool, images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastssl.train import engine
+
+    monkeypatch.setattr(engine, "cpu_supports", lambda dtype: native)
+    recipe = _recipe(tmp_path, compute_delay_s=0.0)
+    report = _profile(recipe, images, tmp_path, "--variants", "bf16")
+    listed = [*report["advice"], *report["not_advised"]]
+    (option,) = [a for a in listed if a["change"] == "--precision bf16-mixed"]
+    if native:
+        assert "bf16-mixed" in report["compute"]["variants"]
+    else:
+        assert "bf16-mixed" not in report["compute"]["variants"]
+        assert "this CPU has no native bf16" in option["measured"]

@@ -12,9 +12,16 @@ from PIL import Image
 
 from fastssl.eval.features import eval_transform, extract_features, open_labeled
 from fastssl.eval.knn import knn_accuracy
+from fastssl.train import engine
 from fastssl.train.checkpoint import load_method, method_state_dict, read_checkpoint
 from fastssl.train.config import PretrainConfig, apply_overrides
-from fastssl.train.engine import build_module, build_trainer, gradient_clip, pretrain
+from fastssl.train.engine import (
+    build_module,
+    build_trainer,
+    gradient_clip,
+    pretrain,
+    resolve_precision,
+)
 from fastssl.train.module import NonFiniteLossError
 from tests.train._tiny import TINY, TinyMethod, make_folder
 
@@ -238,3 +245,51 @@ def test_gradient_clip_takes_the_method_default_unless_given(
     assert gradient_clip(config) == clip
     trainer, _ = build_trainer(config, tmp_path)
     assert trainer.gradient_clip_val == clip
+
+
+@pytest.mark.parametrize(
+    ("precision", "accelerator", "native", "expected"),
+    [
+        ("bf16-mixed", "cpu", False, "32-true"),
+        ("bf16-true", "cpu", False, "32-true"),
+        ("16-mixed", "cpu", False, "32-true"),
+        ("bf16-mixed", "cpu", True, "bf16-mixed"),
+        ("16-mixed", "cpu", True, "16-mixed"),
+        ("32", "cpu", False, "32"),
+        ("64", "cpu", False, "64"),
+        ("bf16-mixed", "gpu", False, "bf16-mixed"),  # a GPU's bf16 is Lightning's business
+    ],
+)
+def test_half_precision_without_native_cpu_support_trains_in_float32(
+    precision: str, accelerator: str, native: bool, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[torch.dtype] = []
+
+    def supports(dtype: torch.dtype) -> bool:
+        asked.append(dtype)
+        return native
+
+    monkeypatch.setattr(engine, "cpu_supports", supports)
+    if expected == precision:
+        assert resolve_precision(precision, accelerator) == expected
+        return
+    with pytest.warns(UserWarning, match=rf"trainer\.precision={precision}: .* 32-true instead"):
+        assert resolve_precision(precision, accelerator) == expected
+    assert asked == [torch.float16 if precision.startswith("16") else torch.bfloat16]
+
+
+def test_trainer_and_summary_carry_the_resolved_precision(
+    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine, "cpu_supports", lambda dtype: False)
+    config = _config(images, tmp_path, "trainer.precision=bf16-mixed", "trainer.max_epochs=1")
+    with pytest.warns(UserWarning, match="no native torch.bfloat16"):
+        summary = pretrain(config)
+    assert summary["precision"] == "32-true"
+    weights = _weights(tmp_path / "last.ckpt")
+    assert all(w.dtype == torch.float32 for w in weights.values() if w.is_floating_point())
+
+
+def test_cpu_supports_asks_onednn() -> None:
+    assert engine.cpu_supports(torch.bfloat16) == torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert engine.cpu_supports(torch.float16) == torch.ops.mkldnn._is_mkldnn_fp16_supported()
