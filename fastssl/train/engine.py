@@ -83,8 +83,9 @@ def resolve_precision(precision: Precision, accelerator: str) -> Precision:
         return precision
     warnings.warn(
         f"trainer.precision={precision}: this CPU has no native {dtype} arithmetic "
-        f"(capability {torch.backends.cpu.get_cpu_capability()}), PyTorch would emulate it "
-        "about 50x slower than float32; training in precision 32-true instead",
+        f"(capability {torch.backends.cpu.get_cpu_capability()}) and PyTorch would emulate "
+        "it (bf16-mixed measured 50x slower than float32 on an AVX2 CPU); training in "
+        "precision 32-true instead",
         stacklevel=2,
     )
     return "32-true"
