@@ -341,7 +341,7 @@ def _setup(s: _Session, harness: ComputeHarness | None, loader: Loader | None) -
         "input_size": config.data.input_size,
         "backend": loader.backend if loader is not None else None,
         "workers": resolve_workers(config) if loader is not None else None,
-        "precision": config.trainer.precision,
+        "precision": harness.precision if harness is not None else config.trainer.precision,
         "compile": harness.compiled if harness is not None else None,
         "channels_last": config.trainer.channels_last,
         "steps": s.options.steps,

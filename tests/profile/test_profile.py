@@ -242,3 +242,17 @@ def test_bf16_variant_is_measured_only_where_the_cpu_computes_bf16(
     else:
         assert "bf16-mixed" not in report["compute"]["variants"]
         assert "this CPU has no native bf16" in option["measured"]
+
+
+def test_setup_names_the_precision_the_steps_ran_in(
+    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastssl.train import engine
+
+    monkeypatch.setattr(engine, "cpu_supports", lambda dtype: False)
+    recipe = _recipe(tmp_path, compute_delay_s=0.0)
+    with pytest.warns(UserWarning, match="32-true instead"):
+        report = _profile(
+            recipe, images, tmp_path, "--precision", "bf16-mixed", "--variants", "none"
+        )
+    assert report["setup"]["precision"] == "32-true"
