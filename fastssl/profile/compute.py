@@ -35,17 +35,7 @@ from torch.profiler import record_function
 
 from fastssl.methods.base import StepInfo
 from fastssl.train.config import PretrainConfig
-
-#: Lightning precision -> (autocast dtype, dtype of weights and inputs).
-PRECISIONS: dict[str, tuple[torch.dtype | None, torch.dtype | None]] = {
-    "32": (None, None),
-    "32-true": (None, None),
-    "64": (None, torch.float64),
-    "16-mixed": (torch.float16, None),
-    "bf16-mixed": (torch.bfloat16, None),
-    "16-true": (None, torch.float16),
-    "bf16-true": (None, torch.bfloat16),
-}
+from fastssl.train.engine import PRECISIONS
 
 #: The parts of a training step, in order.
 STEP_STAGES: tuple[str, ...] = ("forward", "loss", "backward", "optimizer")

@@ -62,8 +62,16 @@ def cpu_supports(dtype: torch.dtype) -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
 
 
-_HALF_PRECISIONS = {"bf16-mixed": torch.bfloat16, "bf16-true": torch.bfloat16,
-                    "16-mixed": torch.float16, "16-true": torch.float16}  # fmt: skip
+#: Lightning precision -> (autocast dtype, dtype of weights and inputs).
+PRECISIONS: dict[str, tuple[torch.dtype | None, torch.dtype | None]] = {
+    "32": (None, None),
+    "32-true": (None, None),
+    "64": (None, torch.float64),
+    "16-mixed": (torch.float16, None),
+    "bf16-mixed": (torch.bfloat16, None),
+    "16-true": (None, torch.float16),
+    "bf16-true": (None, torch.bfloat16),
+}
 
 
 def resolve_precision(precision: Precision, accelerator: str) -> Precision:
@@ -78,8 +86,11 @@ def resolve_precision(precision: Precision, accelerator: str) -> Precision:
     >>> resolve_precision("32", "cpu")
     '32'
     """
-    dtype = _HALF_PRECISIONS.get(precision)
-    if dtype is None or _uses_gpu(accelerator) or cpu_supports(dtype):
+    autocast, weights = PRECISIONS.get(precision, (None, None))
+    dtype = autocast or weights
+    if dtype not in (torch.bfloat16, torch.float16) or _uses_gpu(accelerator):
+        return precision
+    if cpu_supports(dtype):
         return precision
     warnings.warn(
         f"trainer.precision={precision}: this CPU has no native {dtype} arithmetic "
