@@ -4,7 +4,7 @@ Output: ``OUT/train/<class>/<index>.png`` and ``OUT/test/<class>/<index>.png``, 
 grayscale PNGs, with the class names of the dataset. Nothing is downloaded.
 
 Usage:
-    python tools/prepare_fashion_mnist.py OUT [--train N] [--test N] [--seed S]
+    python tools/prepare_fashion_mnist.py OUT [--train N] [--test N] [--seed S | --first]
 """
 
 from __future__ import annotations
@@ -35,9 +35,15 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
-def write_split(images: np.ndarray, labels: np.ndarray, out: Path, count: int, seed: int) -> int:
-    """Writes ``count`` images chosen with a seeded permutation; returns how many were written."""
-    order = np.random.default_rng(seed).permutation(len(images))[:count]
+def write_split(
+    images: np.ndarray, labels: np.ndarray, out: Path, count: int, seed: int | None
+) -> int:
+    """Writes ``count`` images: the first ones of the dataset's order when ``seed`` is None,
+    else a seeded random subset; returns how many were written."""
+    if seed is None:
+        order = np.arange(count)
+    else:
+        order = np.random.default_rng(seed).permutation(len(images))[:count]
     for name in CLASSES:
         (out / name).mkdir(parents=True, exist_ok=True)
     for index in order:
@@ -60,7 +66,13 @@ def main(argv: list[str] | None = None) -> int:
         "--test", type=int, default=2_000, help="test images (default: %(default)s)"
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the subset choice (default: %(default)s)"
+        "--seed", type=int, default=0, help="seed of the random subset (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--first",
+        action="store_true",
+        help="take the first N images of each split (the dataset's own order) instead of "
+        "a seeded random subset",
     )
     args = parser.parse_args(argv)
     if not (args.source / "train-images-idx3-ubyte.gz").exists():
@@ -76,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         if not 0 < count <= len(images):
             print(f"error: --{split} must be in 1..{len(images)}, got {count}", file=sys.stderr)
             return 2
-        n = write_split(images, labels, args.out / split, count, args.seed)
+        n = write_split(images, labels, args.out / split, count, None if args.first else args.seed)
         print(f"{split}: {n} images in {args.out / split}")
     return 0
 
