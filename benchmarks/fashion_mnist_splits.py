@@ -63,13 +63,12 @@ def main(argv: list[str] | None = None) -> int:
             torch.from_numpy(prep.read_idx(args.source / f"{prefix}-labels-idx1-ubyte.gz").copy()),
         )
     subsets: dict[str, dict[str, np.ndarray]] = {
-        "first": {"train": np.arange(args.train), "test": np.arange(args.test)}
-    }
-    for seed in args.seeds:
-        subsets[f"seed {seed}"] = {
-            split: np.random.default_rng(seed).permutation(len(data[split][0]))[:count]
+        ("first" if seed is None else f"seed {seed}"): {
+            split: prep.subset(len(data[split][0]), count, seed)
             for split, count in (("train", args.train), ("test", args.test))
         }
+        for seed in [None, *args.seeds]
+    }
     rows = {}
     print("| subset | raw pixels, eval's 32 px view | raw pixels, 28 px in [0, 1] |")
     print("|---|---|---|")

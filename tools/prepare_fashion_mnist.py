@@ -35,15 +35,19 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
+def subset(total: int, count: int, seed: int | None) -> np.ndarray:
+    """Indices of ``count`` of ``total`` images: the first ones of the dataset's order when
+    ``seed`` is None, else a seeded random subset."""
+    if seed is None:
+        return np.arange(count)
+    return np.random.default_rng(seed).permutation(total)[:count]
+
+
 def write_split(
     images: np.ndarray, labels: np.ndarray, out: Path, count: int, seed: int | None
 ) -> int:
-    """Writes ``count`` images: the first ones of the dataset's order when ``seed`` is None,
-    else a seeded random subset; returns how many were written."""
-    if seed is None:
-        order = np.arange(count)
-    else:
-        order = np.random.default_rng(seed).permutation(len(images))[:count]
+    """Writes the ``subset(len(images), count, seed)`` images; returns how many were written."""
+    order = subset(len(images), count, seed)
     for name in CLASSES:
         (out / name).mkdir(parents=True, exist_ok=True)
     for index in order:
