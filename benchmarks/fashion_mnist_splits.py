@@ -26,6 +26,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from fastssl.eval.features import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from fastssl.eval.knn import knn_accuracy  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("prep", ROOT / "tools/prepare_fashion_mnist.py")
@@ -33,8 +34,8 @@ assert _spec is not None and _spec.loader is not None
 prep = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(prep)
 
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
 
 def pixels(images: torch.Tensor, view: str) -> torch.Tensor:
@@ -56,12 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the table here")
     args = parser.parse_args(argv)
-    data = {}
-    for split, prefix in (("train", "train"), ("test", "t10k")):
-        data[split] = (
-            torch.from_numpy(prep.read_idx(args.source / f"{prefix}-images-idx3-ubyte.gz").copy()),
-            torch.from_numpy(prep.read_idx(args.source / f"{prefix}-labels-idx1-ubyte.gz").copy()),
-        )
+    data = {
+        split: tuple(torch.from_numpy(a.copy()) for a in prep.read_split(args.source, prefix))
+        for split, prefix in (("train", "train"), ("test", "t10k"))
+    }
     subsets: dict[str, dict[str, np.ndarray]] = {
         ("first" if seed is None else f"seed {seed}"): {
             split: prep.subset(len(data[split][0]), count, seed)

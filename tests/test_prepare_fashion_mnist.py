@@ -57,15 +57,14 @@ def _indices(folder: Path) -> list[int]:
 )
 def test_subset_choice(source: Path, tmp_path: Path, flags: list[str], expected_train: list[int]):
     out = tmp_path / "out"
+    tool = _tool()
     assert (
-        _tool().main([str(out), "--source", str(source), "--train", "12", "--test", "5", *flags])
-        == 0
+        tool.main([str(out), "--source", str(source), "--train", "12", "--test", "5", *flags]) == 0
     )
     assert _indices(out / "train") == expected_train
     if flags == ["--first"]:
         assert _indices(out / "test") == list(range(5))
     # Each image lands in its label's class folder, pixels intact.
-    tool = _tool()
     for path in (out / "train").glob("*/*.png"):
         assert path.parent.name == tool.CLASSES[int(path.stem) % 10]
         assert (np.asarray(Image.open(path)) == int(path.stem)).all()
@@ -81,3 +80,13 @@ def test_count_out_of_range_is_an_error(
 def test_missing_source_names_the_package(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     assert _tool().main([str(tmp_path / "o"), "--source", str(tmp_path / "none")]) == 2
     assert "dataset-fashion-mnist" in capsys.readouterr().err
+
+
+def test_seed_and_first_together_is_an_error(
+    source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    with pytest.raises(SystemExit) as exc:
+        _tool().main([str(tmp_path / "o"), "--source", str(source), "--seed", "3", "--first"])
+    assert exc.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

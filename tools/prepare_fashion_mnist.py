@@ -35,6 +35,14 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
+def read_split(source: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
+    """The images (N, 28, 28) and labels (N,) of one split: ``prefix`` is "train" or "t10k"."""
+    return (
+        read_idx(source / f"{prefix}-images-idx3-ubyte.gz"),
+        read_idx(source / f"{prefix}-labels-idx1-ubyte.gz"),
+    )
+
+
 def subset(total: int, count: int, seed: int | None) -> np.ndarray:
     """Indices of ``count`` of ``total`` images: the first ones of the dataset's order when
     ``seed`` is None, else a seeded random subset."""
@@ -69,10 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--test", type=int, default=2_000, help="test images (default: %(default)s)"
     )
-    parser.add_argument(
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument(
         "--seed", type=int, default=0, help="seed of the random subset (default: %(default)s)"
     )
-    parser.add_argument(
+    choice.add_argument(
         "--first",
         action="store_true",
         help="take the first N images of each split (the dataset's own order) instead of "
@@ -87,8 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     for split, prefix, count in (("train", "train", args.train), ("test", "t10k", args.test)):
-        images = read_idx(args.source / f"{prefix}-images-idx3-ubyte.gz")
-        labels = read_idx(args.source / f"{prefix}-labels-idx1-ubyte.gz")
+        images, labels = read_split(args.source, prefix)
         if not 0 < count <= len(images):
             print(f"error: --{split} must be in 1..{len(images)}, got {count}", file=sys.stderr)
             return 2
