@@ -19,7 +19,7 @@ Prints a table and writes the JSON to --out (default benchmarks/results/
 fashion_mnist_accuracy.json).
 
 Usage: python benchmarks/fashion_mnist_accuracy.py [--train 10000] [--test 2000] [--epochs 5]
-    [--set KEY=VALUE ...] [--out F]
+    [--first] [--seed S] [--set KEY=VALUE ...] [--out F]
 """
 
 from __future__ import annotations
@@ -86,7 +86,15 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=2_000, help="test images")
     parser.add_argument("--epochs", type=int, default=5, help="epochs of both runs")
     parser.add_argument("--workers", type=int, default=2, help="loader workers")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed", type=int, default=0,
+        help="seed of both trainings, the random init and (without --first) the image subset",
+    )  # fmt: skip
+    parser.add_argument(
+        "--first", action="store_true",
+        help="use the first N images of each split (prepare_fashion_mnist.py --first) "
+        "instead of the seeded random subset",
+    )  # fmt: skip
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="extra `fastssl pretrain --set` overrides of the fastssl run (repeatable)",
@@ -101,7 +109,8 @@ def main() -> None:
         data = work / "fm"
         subprocess.run(
             [sys.executable, str(ROOT / "tools/prepare_fashion_mnist.py"), str(data),
-             "--train", str(args.train), "--test", str(args.test), "--seed", str(args.seed)],
+             "--train", str(args.train), "--test", str(args.test),
+             *(["--first"] if args.first else ["--seed", str(args.seed)])],
             check=True, capture_output=True,
         )  # fmt: skip
         load_before = os.getloadavg()
@@ -143,6 +152,7 @@ def main() -> None:
     setup = {
         "train": args.train,
         "test": args.test,
+        "subset": "first" if args.first else f"random, seed {args.seed}",
         "epochs": args.epochs,
         "batch_size": 256,
         "input_size": 32,
