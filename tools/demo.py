@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
     seconds = int(args.minutes * 60)
     max_time = f"00:00:{seconds // 60:02d}:{seconds % 60:02d}"
-    # The small-image recipe: the paper's SimCLR and LARS, with the backbone, temperature,
+    # The small-image recipe: the paper's SimCLR and LARS, with the backbone, learning rate,
     # warm-up and views measured on Fashion-MNIST (see its header).
     overrides = [
         "--data", str(shards), "--input-size", str(size), "--batch-size", "256",
