@@ -366,3 +366,4 @@ def test_fashion_mnist_recipe_is_the_papers_with_the_measured_changes() -> None:
     assert (small["data"]["input_size"], small["data"]["batch_size"]) == (32, 256)
     assert small["trainer"]["max_epochs"] == 10
     assert small["trainer"]["precision"] == paper["trainer"]["precision"]
+    assert small["trainer"]["channels_last"] is True  # as every tuning run since the fifth round
