@@ -349,7 +349,7 @@ def test_imagenet1k_recipe_trains_two_steps_on_the_cpu(tmp_path: Path) -> None:
 
 def test_fashion_mnist_recipe_is_the_papers_with_the_measured_changes() -> None:
     """pipelines/fashion_mnist/simclr.yaml changes only what benchmarks/fashion_mnist.md
-    measured (backbone, learning rate, views, warm-up, size, run length)."""
+    measured (backbone, learning rate, views, warm-up, size, run length, memory format)."""
     paper = to_dict(load_config(PIPELINES / "simclr.yaml"))
     small = to_dict(load_config(PIPELINES / "fashion_mnist" / "simclr.yaml"))
     assert small["method"] == paper["method"] == "simclr"
