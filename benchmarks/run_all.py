@@ -27,6 +27,10 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "loss_kernels": ("loss_kernels.py", ["--quick", "--out", "{out}"]),
     "update_momentum": ("update_momentum.py", ["--runs", "10", "--out", "{out}"]),
     "pretrain_epoch": ("pretrain_epoch.py", ["--n", "1000", "--out", "{out}"]),
+    "small_conv": (
+        "small_conv.py",
+        ["--reps", "1", "--steps", "1", "--repeats", "1", "--batch", "32", "--out", "{out}"],
+    ),
     "fashion_mnist_accuracy": (
         "fashion_mnist_accuracy.py",
         ["--train", "600", "--test", "100", "--epochs", "1", "--out", "{out}"],

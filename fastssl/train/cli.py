@@ -54,7 +54,9 @@ A recipe has these sections; every key can be set with --set section.key=value:
                   KEY=null unsets a method default
   schedule        warmup_epochs or warmup_steps, end_factor, warmup_start_factor
   trainer         max_steps, max_epochs, max_time, precision, compile, channels_last,
-                  gradient_clip, checkpoint_every_n_steps, log_every_n_steps, seed, out
+                  matmul_small_convs (tiny-output convolutions as matmuls; default:
+                  on for CPUs, off for GPUs), gradient_clip,
+                  checkpoint_every_n_steps, log_every_n_steps, seed, out
   knn             train/val labeled folders for online kNN at epoch ends (k, t)
 Unset optimizer and schedule keys take the method's paper defaults.
 

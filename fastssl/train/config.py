@@ -94,6 +94,10 @@ class TrainerConfig:
     precision: Precision = "32"
     compile: bool | None = None  # torch.compile the backbone (None: on for GPUs, off on CPU)
     channels_last: bool = False  # NHWC memory format for convolutional backbones
+    # Convolutions whose output has at most 4 positions (a ResNet's last stages on small
+    # images) as exact matrix products: fastssl.models.small_conv (None: on for CPUs,
+    # where oneDNN is slow on such maps; off for GPUs)
+    matmul_small_convs: bool | None = None
     gradient_clip: float | None = None  # max gradient norm (None: the method's clip_grad_norm)
     checkpoint_every_n_steps: int = 1000  # rewrite OUT/last.ckpt every N optimizer steps
     keep_step_checkpoints: bool = False  # also keep OUT/step-<N>.ckpt copies

@@ -155,6 +155,13 @@ def _loader_factory(config: PretrainConfig, module: PretrainModule, views: Any) 
     return build
 
 
+def matmul_small_convs(config: PretrainConfig) -> bool:
+    """``trainer.matmul_small_convs``, its default resolved: on unless training on GPUs."""
+    if config.trainer.matmul_small_convs is None:
+        return not _uses_gpu(config.trainer.accelerator)
+    return config.trainer.matmul_small_convs
+
+
 def build_module(config: PretrainConfig) -> PretrainModule:
     """The Lightning module of ``config`` (its loader is built when training starts)."""
     compile_backbone = config.trainer.compile
@@ -174,6 +181,7 @@ def build_module(config: PretrainConfig) -> PretrainModule:
         seed=config.trainer.seed,
         compile=compile_backbone,
         channels_last=config.trainer.channels_last,
+        matmul_small_convs=matmul_small_convs(config),
         exclude_norm_and_bias=config.optimizer.exclude_norm_and_bias,
     )
     # Built here, not when training starts, so that a bad views: key fails up front.

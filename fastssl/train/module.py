@@ -35,6 +35,7 @@ from torch.nn.modules.batchnorm import _NormBase
 
 from fastssl import methods
 from fastssl.methods.base import Method, OptimizerDefaults, StepInfo
+from fastssl.models.small_conv import convert_small_output_convs
 from fastssl.train.data import ResumableLoader, derive_seed, seed_all
 from fastssl.utils import dist
 from fastssl.utils.lars import LARS
@@ -246,6 +247,8 @@ class PretrainModule(pl.LightningModule):
         seed: The run's seed (per-epoch reseeding of method randomness).
         compile: ``torch.compile`` the backbone in place (state-dict keys unchanged).
         channels_last: Train in NHWC memory format.
+        matmul_small_convs: Compute convolutions with at most 4 output positions as
+            matrix products (:mod:`fastssl.models.small_conv`; exact, faster on CPUs).
         exclude_norm_and_bias: No weight decay on biases and normalisation parameters.
         loader_factory: Builds the training loader once the processes are set up (the
             per-process batch and this rank's part of the data depend on them). Not
@@ -264,6 +267,7 @@ class PretrainModule(pl.LightningModule):
         seed: int = 0,
         compile: bool = False,
         channels_last: bool = False,
+        matmul_small_convs: bool = False,
         exclude_norm_and_bias: bool = True,
         loader_factory: Callable[[], ResumableLoader] | None = None,
     ) -> None:
@@ -277,6 +281,8 @@ class PretrainModule(pl.LightningModule):
         self.channels_last = channels_last
         self.loader_factory = loader_factory
         self.loader: ResumableLoader | None = None
+        if matmul_small_convs:
+            convert_small_output_convs(self.method)
         if channels_last:
             self.method.to(memory_format=torch.channels_last)
         if compile:

@@ -12,6 +12,7 @@ from PIL import Image
 
 from fastssl.eval.features import eval_transform, extract_features, open_labeled
 from fastssl.eval.knn import knn_accuracy
+from fastssl.models.small_conv import SmallOutputConv2d
 from fastssl.train import engine
 from fastssl.train.checkpoint import load_method, method_state_dict, read_checkpoint
 from fastssl.train.config import PretrainConfig, apply_overrides
@@ -293,3 +294,27 @@ def test_trainer_and_summary_carry_the_resolved_precision(
 def test_cpu_supports_asks_onednn() -> None:
     assert engine.cpu_supports(torch.bfloat16) == torch.ops.mkldnn._is_mkldnn_bf16_supported()
     assert engine.cpu_supports(torch.float16) == torch.ops.mkldnn._is_mkldnn_fp16_supported()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ([], True),  # CPU training: on by default
+        (["trainer.matmul_small_convs=false"], False),
+        (["trainer.accelerator=gpu"], False),  # GPUs: cuDNN handles small maps
+        (["trainer.accelerator=gpu", "trainer.matmul_small_convs=true"], True),
+    ],
+)
+def test_matmul_small_convs_defaults_to_cpu_training(
+    images: Path, tmp_path: Path, overrides: list[str], expected: bool
+) -> None:
+    config = _config(
+        images, tmp_path, "method=simclr", "method_kwargs.backbone=resnet18", *overrides
+    )
+    assert engine.matmul_small_convs(config) is expected
+    if "trainer.accelerator=gpu" in overrides:
+        return  # building the module is the same code; the GPU itself is not needed here
+    module = build_module(config)
+    convs = [m for m in module.method.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(isinstance(m, SmallOutputConv2d) is expected for m in convs)
+    assert module.hparams["matmul_small_convs"] is expected
