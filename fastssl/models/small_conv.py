@@ -2,19 +2,19 @@
 
 A ResNet on small images ends with tiny feature maps: at 32 px the standard stem leaves
 layer3 with 2x2 and layer4 with 1x1 positions. oneDNN, PyTorch's CPU convolution library,
-handles such maps badly: on a 2-core Xeon with AMX-BF16, layer4's 3x3 convolution
-(512 channels, batch 512, 1x1 map, forward and backward) takes 189 ms in bfloat16 and
-36 ms in float32, for what is one 512x512x512 matrix product, because only the centre
-tap of the kernel ever meets the input. Such a convolution is the same sum as a few
-matrix products, one per output position: the position's input window, clipped to the
-image (taps that fall on the zero padding add nothing), times the kernel taps that meet
-it. This module computes it that way when the output has at most ``max_positions``
-positions (default 4) and hands every other call to ``torch.nn.functional.conv2d``.
+handles such maps badly: on a 2-core Xeon with AMX-BF16, layer4's 3x3 convolution (512
+channels, batch 512, 1x1 map, forward and backward) took 100-240 ms in bfloat16 and 40-60 ms
+in float32, for what is one 512x512x512 matrix product (about 7 and 12 ms), because only the
+centre tap of the kernel ever meets the input. Such a convolution is the same sum as a few
+matrix products, one per output position: the position's input window, clipped to the image
+(taps that fall on the zero padding add nothing), times the kernel taps that meet it. This
+module computes it that way when the output has at most ``max_positions`` positions (default
+4) and hands every other call to ``torch.nn.functional.conv2d``.
 
 Measured on that Xeon (``benchmarks/small_conv.py``), the SimCLR step of a
-``timm:resnet18`` at 32 px (batch 256, two views, channels_last) takes about 3x less time
-in bf16-mixed and about 1.8x less in float32; a 4x4 output (16 positions) is already
-faster in oneDNN, hence the default.
+``timm:resnet18`` at 32 px (batch 256, two views, channels_last) runs 2.7x faster in
+bf16-mixed and 1.5x faster in float32; a 4x4 output (16 positions) is already faster in
+oneDNN, hence the default.
 
 Exactness: the products are the convolution's own sums (only the order of additions,
 and so the last bits, may differ), and autograd derives the backward pass from them.
