@@ -46,7 +46,8 @@ def _windows(size: int, kernel: int, stride: int, padding: int) -> list[tuple[in
     windows = []
     for i in range(outputs):
         start = i * stride - padding
-        lo, hi = max(start, 0), min(start + kernel, size)
+        lo = min(max(start, 0), size)
+        hi = max(min(start + kernel, size), lo)  # lo == hi: the window is all padding
         windows.append((lo, hi, lo - start, hi - start))
     return windows
 
@@ -96,7 +97,7 @@ def conv2d_as_matmul(
             f"conv2d_as_matmul needs x (B, C, H, W) and weight (O, C, kh, kw) with the same C, "
             f"got {tuple(x.shape)} and {tuple(weight.shape)}"
         )
-    batch, _, height, width = x.shape
+    batch, channels, height, width = x.shape
     out_channels, _, kh, kw = weight.shape
     rows = _windows(height, kh, stride[0], padding[0])
     cols = _windows(width, kw, stride[1], padding[1])
@@ -107,8 +108,9 @@ def conv2d_as_matmul(
     outputs = []
     for in_r0, in_r1, tap_r0, tap_r1 in rows:
         for in_c0, in_c1, tap_c0, tap_c1 in cols:
-            window = x_nhwc[:, in_r0:in_r1, in_c0:in_c1, :].reshape(batch, -1)
-            taps = w_nhwc[:, tap_r0:tap_r1, tap_c0:tap_c1, :].reshape(out_channels, -1)
+            k = (in_r1 - in_r0) * (in_c1 - in_c0) * channels  # 0: only padding (the bias)
+            window = x_nhwc[:, in_r0:in_r1, in_c0:in_c1, :].reshape(batch, k)
+            taps = w_nhwc[:, tap_r0:tap_r1, tap_c0:tap_c1, :].reshape(out_channels, k)
             outputs.append(F.linear(window, taps, bias))  # (B, O); autocast casts all three
     y = torch.stack(outputs, dim=1).view(batch, len(rows), len(cols), out_channels)
     y = y.permute(0, 3, 1, 2)  # (B, O, Ho, Wo), channels_last strides

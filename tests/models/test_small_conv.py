@@ -24,6 +24,8 @@ SHAPES = [
     (2, 4, 6, 3, 1, (3, 1), (1, 1), (1, 0)),
     (2, 4, 6, 5, 5, (5, 5), (1, 1), (0, 0)),  # a kernel that covers the whole image
     (2, 3, 5, 6, 6, (3, 3), (1, 1), (1, 1)),  # 36 positions
+    (2, 3, 5, 1, 1, (1, 1), (1, 1), (1, 1)),  # 8 of 9 outputs see only padding: the bias
+    (2, 3, 5, 1, 2, (2, 2), (1, 1), (2, 2)),  # windows entirely in the padding, kernel 2
 ]
 
 
