@@ -29,11 +29,18 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 DEFAULT_MAX_POSITIONS = 4
+
+
+def _output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Outputs of a convolution along one axis (no dilation); 0 when the kernel does not fit."""
+    return max((size + 2 * padding - kernel) // stride + 1, 0)
 
 
 def _windows(size: int, kernel: int, stride: int, padding: int) -> list[tuple[int, int, int, int]]:
@@ -42,9 +49,8 @@ def _windows(size: int, kernel: int, stride: int, padding: int) -> list[tuple[in
     The input slice ``[input_lo, input_hi)`` is what the kernel window of that output
     covers inside the image; ``[tap_lo, tap_hi)`` are the kernel taps that meet it.
     """
-    outputs = (size + 2 * padding - kernel) // stride + 1
     windows = []
-    for i in range(outputs):
+    for i in range(_output_size(size, kernel, stride, padding)):
         start = i * stride - padding
         lo = min(max(start, 0), size)
         hi = max(min(start + kernel, size), lo)  # lo == hi: the window is all padding
@@ -53,23 +59,23 @@ def _windows(size: int, kernel: int, stride: int, padding: int) -> list[tuple[in
 
 
 def output_positions(
-    size: tuple[int, int],
-    kernel: tuple[int, int],
-    stride: tuple[int, int],
-    padding: tuple[int, int],
+    size: Sequence[int],
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
 ) -> int:
     """Number of output positions (Ho * Wo) of a 2-D convolution without dilation."""
-    ho = (size[0] + 2 * padding[0] - kernel[0]) // stride[0] + 1
-    wo = (size[1] + 2 * padding[1] - kernel[1]) // stride[1] + 1
-    return max(ho, 0) * max(wo, 0)
+    return _output_size(size[0], kernel[0], stride[0], padding[0]) * _output_size(
+        size[1], kernel[1], stride[1], padding[1]
+    )
 
 
 def conv2d_as_matmul(
     x: Tensor,
     weight: Tensor,
     bias: Tensor | None = None,
-    stride: tuple[int, int] = (1, 1),
-    padding: tuple[int, int] = (0, 0),
+    stride: Sequence[int] = (1, 1),
+    padding: Sequence[int] = (0, 0),
 ) -> Tensor:
     """``F.conv2d(x, weight, bias, stride, padding)`` as one matrix product per output position.
 
@@ -143,33 +149,20 @@ class SmallOutputConv2d(nn.Conv2d):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.max_positions = max_positions
 
-    def _matmul_applies(self, x: Tensor) -> bool:
+    def forward(self, x: Tensor) -> Tensor:
+        padding = self.padding
         if (
-            x.dim() != 4
+            isinstance(padding, str)
+            or x.dim() != 4
             or self.groups != 1
             or self.padding_mode != "zeros"
-            or isinstance(self.padding, str)
             or any(d != 1 for d in self.dilation)
         ):
-            return False
-        positions = output_positions(
-            (x.shape[2], x.shape[3]),
-            (self.kernel_size[0], self.kernel_size[1]),
-            (self.stride[0], self.stride[1]),
-            (int(self.padding[0]), int(self.padding[1])),
-        )
-        return 0 < positions <= self.max_positions
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self._matmul_applies(x):
             return super().forward(x)
-        return conv2d_as_matmul(
-            x,
-            self.weight,
-            self.bias,
-            (self.stride[0], self.stride[1]),
-            (int(self.padding[0]), int(self.padding[1])),
-        )
+        positions = output_positions(x.shape[2:], self.kernel_size, self.stride, padding)
+        if not 0 < positions <= self.max_positions:
+            return super().forward(x)
+        return conv2d_as_matmul(x, self.weight, self.bias, self.stride, padding)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, max_positions={self.max_positions}"
