@@ -1,13 +1,17 @@
-"""Fused contrastive kernels vs LightlySSL 1.6: time and memory growth of forward + backward.
+"""fastssl's public contrastive losses vs LightlySSL 1.6: time and memory of forward + backward.
 
 Each measurement runs in its own subprocess, so its peak resident set size is its own:
 ``ru_maxrss`` after the timed forward/backward passes minus ``ru_maxrss`` after setup (inputs
 built, libraries warmed up on a 64-row slice). Compared side by side in one run:
 
 * ``lightly_ntxent`` / ``lightly_dcl``: LightlySSL 1.6 ``NTXentLoss`` / ``DCLLoss``;
-* ``ours_ntxent`` / ``ours_dcl``: ``fastssl.kernels.contrastive`` (default strategy "eager":
-  gradients formed in the forward sweep); ``ours_ntxent_recompute``: strategy "recompute"
+* ``ours_ntxent`` / ``ours_dcl``: ``fastssl.loss.NTXentLoss`` / ``DCLLoss``, the public
+  classes as users call them (they run the blockwise kernels of
+  ``fastssl.kernels.contrastive`` by default, strategy "eager": gradients formed in the
+  forward sweep); ``ours_ntxent_recompute``: ``ntxent_loss(..., strategy="recompute")``
   (backward recomputes the similarity tiles);
+* ``lightly_bank`` / ``ours_bank``: ``NTXentLoss(memory_bank_size=(65536, D))``, MoCo's
+  memory-bank path, at a batch of B / 8 (the bank, not the batch, makes its matrix);
 * ``floor``: the three (2B x D) x (D x 2B) sized products any exact forward + backward needs at
   the least (``S = Q K^T``, ``dQ = G K``, ``dK = G^T Q``), on a materialised (2B, 2B) matrix;
 * ``floor_tiled``: the same three products done in 256-row tiles (cache-resident), a stricter
@@ -15,7 +19,7 @@ built, libraries warmed up on a 64-row slice). Compared side by side in one run:
 
 Usage::
 
-    python benchmarks/loss_kernels.py            # B=4096, D=128 and the curve 256 ... 16384
+    python benchmarks/loss_kernels.py            # B=4096, D=128, the curve 256 ... 32768
     python benchmarks/loss_kernels.py --quick    # B=1024 and a short curve (smoke test)
 
 Prints two tables and writes ``benchmarks/results/loss_kernels.json``.
@@ -45,23 +49,30 @@ def _maxrss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _loss_fn(impl: str) -> Callable[[Any, Any], Any]:
-    if impl == "lightly_ntxent":
-        from lightly.loss import NTXentLoss
+BANK_SIZE = 65536
 
-        return NTXentLoss(temperature=TEMPERATURE)
-    if impl == "lightly_dcl":
-        from lightly.loss import DCLLoss
 
-        return DCLLoss(temperature=TEMPERATURE)
-    from fastssl.kernels.contrastive import dcl_fused, ntxent_fused
+def _loss_fn(impl: str, dim: int) -> Callable[[Any, Any], Any]:
+    if impl.startswith("lightly"):
+        import lightly.loss as peer
+
+        if impl == "lightly_ntxent":
+            return peer.NTXentLoss(temperature=TEMPERATURE)
+        if impl == "lightly_bank":
+            return peer.NTXentLoss(temperature=TEMPERATURE, memory_bank_size=(BANK_SIZE, dim))
+        if impl == "lightly_dcl":
+            return peer.DCLLoss(temperature=TEMPERATURE)
+    import fastssl.loss as ours
+    from fastssl.loss.ntx_ent_loss import ntxent_loss
 
     if impl == "ours_ntxent":
-        return lambda a, b: ntxent_fused(a, b, TEMPERATURE)
+        return ours.NTXentLoss(temperature=TEMPERATURE)
+    if impl == "ours_bank":
+        return ours.NTXentLoss(temperature=TEMPERATURE, memory_bank_size=(BANK_SIZE, dim))
     if impl == "ours_dcl":
-        return lambda a, b: dcl_fused(a, b, TEMPERATURE)
+        return ours.DCLLoss(temperature=TEMPERATURE)
     if impl == "ours_ntxent_recompute":
-        return lambda a, b: ntxent_fused(a, b, TEMPERATURE, strategy="recompute")
+        return lambda a, b: ntxent_loss(a, b, TEMPERATURE, strategy="recompute")
     raise ValueError(f"unknown implementation {impl!r}")
 
 
@@ -88,6 +99,9 @@ def worker(impl: str, batch: int, dim: int, reps: int) -> dict[str, Any]:
     import torch
 
     g = torch.Generator().manual_seed(0)
+    if impl.endswith("_bank"):
+        batch = max(1, batch // 8)  # the bank path: B / 8 queries against 65,536 negatives
+        torch.manual_seed(0)  # the same random bank for both implementations
     out0 = torch.randn(batch, dim, generator=g, requires_grad=True)
     out1 = torch.randn(batch, dim, generator=g, requires_grad=True)
     loss_value = float("nan")
@@ -99,8 +113,12 @@ def worker(impl: str, batch: int, dim: int, reps: int) -> dict[str, Any]:
             _floor_step(q, impl == "floor_tiled")
             return float("nan")
     else:
-        fn = _loss_fn(impl)
-        fn(out0[:64], out1[:64]).backward()  # load kernels without raising the peak
+        fn = _loss_fn(impl, dim)
+        if impl.endswith("_bank"):
+            with torch.no_grad():  # a bank is only updated by a loss with gradient
+                fn(out0[:64], out1[:64])
+        else:
+            fn(out0[:64], out1[:64]).backward()  # load kernels without raising the peak
 
         def step() -> float:
             out0.grad = out1.grad = None
@@ -164,7 +182,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=4096)
     parser.add_argument("--dim", type=int, default=128)
-    parser.add_argument("--curve", default="256,512,1024,2048,4096,8192,16384")
+    parser.add_argument("--curve", default="256,512,1024,2048,4096,8192,16384,32768")
     parser.add_argument("--lightly-max", type=int, default=8192, help="largest B for LightlySSL")
     parser.add_argument("--reps", type=int, default=3, help="timed passes per process")
     parser.add_argument("--rounds", type=int, default=2, help="processes per headline impl")
@@ -178,7 +196,7 @@ def main() -> None:
     print(f"Headline: B={args.batch}, D={args.dim} (load {load_before[0]:.2f})", flush=True)
     impls = [
         "lightly_ntxent", "ours_ntxent", "ours_ntxent_recompute", "lightly_dcl", "ours_dcl",
-        "floor", "floor_tiled",
+        "lightly_bank", "ours_bank", "floor", "floor_tiled",
     ]  # fmt: skip
     # Rounds interleave the implementations, so a burst of load from other processes on a
     # shared machine hits one round, not one implementation; each keeps its fastest round.
@@ -205,7 +223,7 @@ def main() -> None:
                 curve[impl].append(head[impl])
             continue
         # Small sizes are noisy on a shared machine: more repetitions there.
-        reps = args.reps * 3 if b <= 1024 else args.reps if b <= 4096 else 2
+        reps = args.reps * 3 if b <= 1024 else args.reps if b <= 4096 else 2 if b <= 16384 else 1
         rounds = args.rounds if b <= 8192 else 1
         best_b: dict[str, dict[str, Any]] = {}
         for _ in range(rounds):
@@ -230,6 +248,7 @@ def main() -> None:
         ("ours_ntxent", "lightly_ntxent"),
         ("ours_ntxent_recompute", "lightly_ntxent"),
         ("ours_dcl", "lightly_dcl"),
+        ("ours_bank", "lightly_bank"),
     )
     for ours, peer in pairs:
         o, p = head[ours], head[peer]
@@ -278,6 +297,20 @@ def main() -> None:
         shown = f"{limit:,.0f}" if limit else "n/a"
         print(f"largest B within 16 GiB of growth ({name}, EXTRAPOLATED from the curve): {shown}")
 
+    # The targets of issue 39, through the public classes.
+    targets: dict[str, Any] = {}
+    if "ours_ntxent" in summary:
+        o = summary["ours_ntxent"]
+        targets["speedup_at_least_2x"] = o["speedup_vs_lightly"] >= 2
+        targets["within_1.6x_of_floor"] = o["time_vs_floor"] <= 1.6
+        targets["memory_growth_at_most_a_tenth"] = o["memory_growth_ratio_vs_lightly"] <= 0.1
+        targets["same_value_rtol_1e-4"] = o["loss_rel_diff"] <= 1e-4
+    largest = [r for r in curve["ours_ntxent"] if ok(r) and r["batch"] >= 32768]
+    if largest:
+        targets["b32768_under_1_gib"] = largest[0]["rss_growth_mib"] < 1024
+    for name, met in targets.items():
+        print(f"target {name}: {'met' if met else 'NOT met'}")
+
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
@@ -288,6 +321,7 @@ def main() -> None:
                 "load_avg_after": load_after,
                 "headline": head,
                 "summary": summary,
+                "targets": targets,
                 "curve": curve,
                 "largest_batch_in_16gib_extrapolated": limits,
             },

@@ -1,52 +1,47 @@
-"""Blockwise, memory-lean contrastive losses: NT-Xent, DCL and DCLW without a 2N x 2N matrix.
+"""Blockwise, memory-lean contrastive log-sum-exp: NT-Xent, DCL and MoCo without a 2N x 2N matrix.
 
 LightlySSL 1.6 builds the whole ``(2B, 2B)`` similarity matrix (plus masked and concatenated
 copies of it) and autograd keeps it for the backward pass, so memory grows with the square of
-the batch. Every contrastive loss here reduces to one primitive, a per-row log-sum-exp
+the batch. Every contrastive loss of fastssl (``NTXentLoss`` with or without a memory bank,
+``DCLLoss``, ``DCLWLoss``, MoCo v3's InfoNCE) reduces to one primitive, a per-row
+log-sum-exp
 
     lse_i = log sum_{j not in exclude_i} exp(<q_i, k_j> / t)
 
 over query rows ``q`` (the local views) and key rows ``k`` (all views, possibly gathered from
 other processes, or memory-bank negatives), minus a positive logit that is an ``O(B * D)``
-dot product computed with ordinary autograd (so DCL weights may carry gradient). Two
-autograd functions evaluate it tile by tile; peak extra memory is one tile:
+dot product computed with ordinary autograd (so DCL weights may carry gradient). The losses
+call the two dispatchers of this module, :func:`lse_sum` and :func:`lse_rows`; they run
 
-* :class:`BlockwiseLSE` (strategy "recompute") returns the ``(n,)`` log-sum-exps (an online
-  log-sum-exp across column tiles, as in FlashAttention) and saves only ``q``, ``k``, the
-  excluded indices and ``lse``; backward recomputes the similarity tiles.
-* :class:`BlockwiseLSESum` (strategy "eager", the default where only the sum is needed:
-  NT-Xent and DCL without a bank) returns ``sum_i lse_i`` and forms the gradients in the same
-  sweep, since a scalar loss has a scalar upstream gradient: three matrix products per tile,
-  the least an exact forward + backward needs, instead of four; it saves the ``O((n + m) d)``
-  gradients.
+* on CPUs, tiled code that never holds more than one tile of similarities. Strategy "eager"
+  (the default where only the sum is needed: NT-Xent, DCL, MoCo v3) forms the loss and its
+  gradients in one sweep, since a scalar loss has a scalar upstream gradient: three matrix
+  products per tile, the least an exact forward + backward needs. Strategy "recompute"
+  (and every per-row use, such as the memory bank's ``logaddexp`` with the positive) keeps
+  only the ``(n,)`` log-sum-exps and recomputes the tiles in backward (an online
+  log-sum-exp across column tiles, as in FlashAttention);
+* on CUDA tensors, the Triton kernels of :mod:`fastssl.kernels.triton_contrastive`;
+* with ``fused=False`` or ``FASTSSL_FUSED_LOSS=0``, the plain reference formula that
+  materialises the similarity matrix (for debugging and comparison).
 
-Inside ``torch.compile`` the plain formula is traced instead (the tile loops are Python control
-flow that would break the graph). Compiling the tile's exp-and-sum with inductor was tried and
-dropped: 0.39 ms vs 0.34 ms eager per 256 x 4096 tile on the 2-core benchmark machine.
-
-On CUDA tensors the same primitive runs as Triton kernels (``triton_contrastive``). Setting the
-environment variable ``FASTSSL_FUSED_LOSS=0`` (or passing ``fused=False``) selects the plain
-reference path that materialises the similarity matrix, for debugging and comparison.
+Both kernels are ``torch.library`` custom operators with registered autograd formulas and
+shape functions, so ``torch.compile(fullgraph=True)`` keeps them in the graph as single
+opaque calls: a compiled training step runs the same kernels as an eager one.
 
 Example:
     >>> import torch
-    >>> out0, out1 = torch.randn(8, 16), torch.randn(8, 16)
-    >>> ntxent_fused(out0, out1, temperature=0.5).shape
+    >>> q = torch.nn.functional.normalize(torch.randn(8, 16), dim=1)
+    >>> lse_sum(q, q, torch.arange(8).unsqueeze(1), temperature=0.5).shape
     torch.Size([])
 """
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.nn import functional as F
-
-from fastssl.utils import dist
 
 #: Environment variable that switches the public losses to the reference path when "0".
 ENV_SWITCH = "FASTSSL_FUSED_LOSS"
@@ -62,11 +57,11 @@ DEFAULT_BLOCK_COLS = 4096
 #: exact forward + backward needs; about 30% faster on CPU at B=4096). "recompute": forward
 #: keeps the per-row log-sum-exp only and backward recomputes the tiles (4 products).
 STRATEGIES = ("eager", "recompute")
+#: Kernel backends: the tiled torch code (any device) and the Triton kernels (CUDA).
+BACKENDS = ("torch", "triton")
 # A fixed shift c with |s| <= c turns log-sum-exp into log(sum(exp(s - c))) + c without a
 # running maximum, provided exp(-2c) stays a normal float32 (exp(-80) ~ 1.8e-35 > 1.2e-38).
 _FIXED_SHIFT_MAX = 40.0
-
-WeightFn = Callable[[Tensor, Tensor], Tensor]
 
 
 def use_fused(fused: bool | None = None) -> bool:
@@ -85,23 +80,50 @@ def use_fused(fused: bool | None = None) -> bool:
     raise ValueError(f"{ENV_SWITCH}={value!r} is not understood: use 1/true/on or 0/false/off.")
 
 
-def _check_block(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}.")
-    return value
+def pick_backend(q: Tensor) -> str:
+    """The kernel backend for tensors like ``q``: Triton on CUDA, the tiled torch code else."""
+    return "triton" if q.is_cuda else "torch"
 
 
-def _check_temperature(temperature: float) -> None:
+def describe_kernel(device: torch.device | str = "cpu", fused: bool | None = None) -> str:
+    """The contrastive-loss path that tensors on ``device`` take, in words (for logs).
+
+    Args:
+        device: Where the loss runs.
+        fused: As for the losses: None reads ``$FASTSSL_FUSED_LOSS``.
+
+    Returns:
+        ``"blockwise-cpu"`` (tiled CPU code), ``"triton"`` (CUDA kernels) or
+        ``"reference"`` (the plain formula, a materialised similarity matrix).
+
+    Example:
+        >>> describe_kernel("cpu", fused=True)
+        'blockwise-cpu'
+    """
+    if not use_fused(fused):
+        return "reference"
+    return "triton" if torch.device(device).type == "cuda" else "blockwise-cpu"
+
+
+def check_temperature(temperature: float, name: str = "temperature") -> None:
+    """Raises a ValueError unless ``abs(temperature) >= 1e-8`` (LightlySSL's rule)."""
     if abs(temperature) < 1e-8:
-        raise ValueError(f"temperature must satisfy abs(temperature) >= 1e-8, got {temperature}.")
+        raise ValueError(f"Illegal {name}={temperature}: abs({name}) must be >= 1e-8.")
 
 
-def _check_pair(out0: Tensor, out1: Tensor) -> None:
+def check_pair(out0: Tensor, out1: Tensor) -> None:
+    """Raises a ValueError unless ``out0`` and ``out1`` are both (batch_size, embedding_size)."""
     if out0.ndim != 2 or out0.shape != out1.shape:
         raise ValueError(
             "out0 and out1 must both have shape (batch_size, embedding_size), got "
             f"{tuple(out0.shape)} and {tuple(out1.shape)}."
         )
+
+
+def _check_block(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    return value
 
 
 def _check_lse_args(q: Tensor, k: Tensor, exclude: Tensor) -> None:
@@ -115,6 +137,9 @@ def _check_lse_args(q: Tensor, k: Tensor, exclude: Tensor) -> None:
             f"exclude must be an int64 tensor of shape (n, e) with n = {q.shape[0]}, got "
             f"{exclude.dtype} of shape {tuple(exclude.shape)}."
         )
+
+
+# ----- the tiled CPU code -------------------------------------------------------------------
 
 
 def _mask_tile(s: Tensor, exclude: Tensor, c0: int) -> None:
@@ -221,62 +246,23 @@ def _lse_backward(
     return dq, dk
 
 
-class BlockwiseLSE(torch.autograd.Function):
-    """Per-row log-sum-exp of ``q @ k.T / t`` with excluded columns, computed tile by tile.
-
-    Saves ``q``, ``k``, ``exclude`` and the ``(n,)`` result for backward: ``O((n + m) * d)``
-    memory, never an ``(n, m)`` matrix; backward recomputes each similarity tile.
-    """
-
-    @staticmethod
-    def forward(
-        ctx: Any,
-        q: Tensor,
-        k: Tensor,
-        exclude: Tensor,
-        inv_t: float,
-        block_rows: int,
-        block_cols: int,
-    ) -> Tensor:
-        with torch.no_grad():
-            lse = _lse_forward(q, k, exclude, inv_t, block_rows, block_cols)
-        ctx.save_for_backward(q, k, exclude, lse)
-        ctx.inv_t, ctx.block_rows, ctx.block_cols = inv_t, block_rows, block_cols
-        return lse
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        q, k, exclude, lse = ctx.saved_tensors
-        dq, dk = _lse_backward(
-            q,
-            k,
-            exclude,
-            lse,
-            grad.contiguous(),
-            ctx.inv_t,
-            ctx.block_rows,
-            ctx.block_cols,
-            ctx.needs_input_grad[0],
-            ctx.needs_input_grad[1],
-        )
-        return dq, dk, None, None, None, None
-
-
 def _lse_sum_with_grads(
-    q: Tensor, k: Tensor, exclude: Tensor, inv_t: float, tile_elems: int, with_grads: bool
-) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """``sum_i lse_i`` and, if asked, its gradients w.r.t. ``q`` and ``k`` in the same sweep.
+    q: Tensor, k: Tensor, exclude: Tensor, inv_t: float, tile_elems: int, need_q: bool,
+    need_k: bool,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:  # fmt: skip
+    """``sum_i lse_i`` and, where asked, its gradients w.r.t. ``q`` and ``k`` in one sweep.
 
     Each tile spans whole rows, so a row's log-sum-exp is final as soon as its tile is
     computed and the softmax can be used at once: three products per tile (the least an
     exact forward + backward needs) and one exp, instead of four products and two exps.
+    A gradient nobody needs (MoCo's detached keys) costs no product.
     """
     n, m = q.shape[0], k.shape[0]
-    dq = torch.empty_like(q) if with_grads else None
-    dk = torch.zeros_like(k) if with_grads else None
+    dq = torch.zeros_like(q) if need_q else None
+    dk = torch.zeros_like(k) if need_k else None
     if n == 0 or m == 0:
         total = q.new_zeros(()) if n == 0 else q.new_tensor(float("-inf"))
-        return total, None if dq is None else dq.zero_(), dk
+        return total, dq, dk
     qs = q * inv_t
     br = max(1, min(n, tile_elems // m))
     buf = q.new_empty(br * m)
@@ -291,44 +277,153 @@ def _lse_sum_with_grads(
         shift = bound if fixed else s.amax(1, keepdim=True)
         row_sum = s.sub_(shift).exp_().sum(1, keepdim=True)
         total += (row_sum.log() + shift).sum()
-        if dq is not None and dk is not None:
-            # softmax = exp(s - shift) / row_sum: divide the (b, d) operands, not the tile.
-            # A row with every column excluded has row_sum 0 and no gradient (not inf * 0).
-            inv_sum = torch.where(row_sum > 0, row_sum.reciprocal(), 0.0)
+        if dq is None and dk is None:
+            continue
+        # softmax = exp(s - shift) / row_sum: divide the (b, d) operands, not the tile.
+        # A row with every column excluded has row_sum 0 and no gradient (not inf * 0).
+        inv_sum = torch.where(row_sum > 0, row_sum.reciprocal(), 0.0)
+        if dq is not None:
             torch.mm(s, k, out=dq[r0:r1])
             dq[r0:r1].mul_(inv_sum)
+        if dk is not None:
             dk.addmm_(s.T, q[r0:r1] * inv_sum)
-    if dq is not None and dk is not None:
-        dq.mul_(inv_t)
-        dk.mul_(inv_t)
+    for grad in (dq, dk):
+        if grad is not None:
+            grad.mul_(inv_t)
     return total, dq, dk
 
 
-class BlockwiseLSESum(torch.autograd.Function):
-    """``sum_i lse_i`` whose forward sweep also computes the input gradients.
+# ----- custom operators: one opaque call for eager mode and for torch.compile ----------------
+# Optional outputs (a gradient nobody needs) are returned as empty (0,) tensors: custom ops
+# return tensors only. Autocast is switched off inside: the kernels compute in the dtype they
+# are given (float32 or float64), also under bf16-mixed training.
 
-    For losses that only need the sum of the log-sum-exps (NT-Xent and DCL without a memory
-    bank), the upstream gradient is one scalar, so the gradients can be formed in the
-    forward sweep and scaled in backward. Saves the ``(n, d)`` and ``(m, d)`` gradients:
-    ``O((n + m) * d)`` memory, no similarity matrix.
-    """
+_EMPTY = (0,)
 
-    @staticmethod
-    def forward(
-        ctx: Any, q: Tensor, k: Tensor, exclude: Tensor, inv_t: float, tile_elems: int
-    ) -> Tensor:
-        with_grads = bool(ctx.needs_input_grad[0] or ctx.needs_input_grad[1])
-        with torch.no_grad():
-            total, dq, dk = _lse_sum_with_grads(q, k, exclude, inv_t, tile_elems, with_grads)
-        ctx.save_for_backward(dq, dk)
-        return total
 
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        dq, dk = ctx.saved_tensors
-        gq = dq * grad if ctx.needs_input_grad[0] else None
-        gk = dk * grad if ctx.needs_input_grad[1] else None
-        return gq, gk, None, None, None
+def _or_empty(t: Tensor | None, like: Tensor) -> Tensor:
+    return like.new_empty(_EMPTY) if t is None else t
+
+
+@torch.library.custom_op("fastssl::lse_rows", mutates_args=())
+def _lse_rows_op(
+    q: Tensor, k: Tensor, exclude: Tensor, inv_t: float, block_rows: int, block_cols: int,
+    backend: str,
+) -> Tensor:  # fmt: skip
+    with torch.autocast(q.device.type, enabled=False), torch.no_grad():
+        if backend == "triton":
+            from fastssl.kernels import triton_contrastive
+
+            return triton_contrastive.lse_forward(q, k, exclude, inv_t, "ieee").to(q.dtype)
+        return _lse_forward(q, k, exclude, inv_t, block_rows, block_cols)
+
+
+@_lse_rows_op.register_fake
+def _(q: Tensor, k: Tensor, exclude: Tensor, inv_t: float, block_rows: int, block_cols: int,
+      backend: str) -> Tensor:  # fmt: skip
+    return q.new_empty(q.shape[0])
+
+
+@torch.library.custom_op("fastssl::lse_rows_backward", mutates_args=())
+def _lse_rows_backward_op(
+    q: Tensor, k: Tensor, exclude: Tensor, lse: Tensor, grad: Tensor, inv_t: float,
+    block_rows: int, block_cols: int, backend: str, need_q: bool, need_k: bool,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
+    with torch.autocast(q.device.type, enabled=False), torch.no_grad():
+        if backend == "triton":
+            from fastssl.kernels import triton_contrastive
+
+            dq, dk = triton_contrastive.lse_backward(
+                q, k, exclude, lse, grad, inv_t, "ieee", need_q, need_k
+            )
+        else:
+            dq, dk = _lse_backward(
+                q, k, exclude, lse, grad.to(q.dtype).contiguous(), inv_t, block_rows,
+                block_cols, need_q, need_k,
+            )  # fmt: skip
+    return _or_empty(dq, q), _or_empty(dk, k)
+
+
+@_lse_rows_backward_op.register_fake
+def _(q: Tensor, k: Tensor, exclude: Tensor, lse: Tensor, grad: Tensor, inv_t: float,
+      block_rows: int, block_cols: int, backend: str, need_q: bool,
+      need_k: bool) -> tuple[Tensor, Tensor]:  # fmt: skip
+    return (
+        q.new_empty(q.shape if need_q else _EMPTY),
+        k.new_empty(k.shape if need_k else _EMPTY),
+    )
+
+
+def _lse_rows_setup(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+    q, k, exclude, inv_t, block_rows, block_cols, backend = inputs
+    ctx.save_for_backward(q, k, exclude, output)
+    ctx.args = (inv_t, block_rows, block_cols, backend)
+
+
+def _lse_rows_backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+    q, k, exclude, lse = ctx.saved_tensors
+    need_q, need_k = bool(ctx.needs_input_grad[0]), bool(ctx.needs_input_grad[1])
+    dq, dk = _lse_rows_backward_op(q, k, exclude, lse, grad, *ctx.args, need_q, need_k)
+    return (dq if need_q else None, dk if need_k else None, None, None, None, None, None)
+
+
+_lse_rows_op.register_autograd(_lse_rows_backward, setup_context=_lse_rows_setup)
+
+
+@torch.library.custom_op("fastssl::lse_sum", mutates_args=())
+def _lse_sum_op(
+    q: Tensor, k: Tensor, exclude: Tensor, inv_t: float, tile_elems: int, need_q: bool,
+    need_k: bool,
+) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+    with torch.autocast(q.device.type, enabled=False), torch.no_grad():
+        total, dq, dk = _lse_sum_with_grads(q, k, exclude, inv_t, tile_elems, need_q, need_k)
+    return total, _or_empty(dq, q), _or_empty(dk, k)
+
+
+@_lse_sum_op.register_fake
+def _(q: Tensor, k: Tensor, exclude: Tensor, inv_t: float, tile_elems: int, need_q: bool,
+      need_k: bool) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+    return (
+        q.new_empty(()),
+        q.new_empty(q.shape if need_q else _EMPTY),
+        k.new_empty(k.shape if need_k else _EMPTY),
+    )
+
+
+def _lse_sum_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
+    ctx.save_for_backward(output[1], output[2])
+    ctx.need = (bool(inputs[5]), bool(inputs[6]))
+
+
+def _lse_sum_backward(ctx: Any, grad: Tensor, *_: Any) -> tuple[Tensor | None, ...]:
+    # The sum is linear in its upstream gradient: scale the gradients of the forward sweep.
+    dq, dk = ctx.saved_tensors
+    gq = dq * grad if ctx.need[0] and ctx.needs_input_grad[0] else None
+    gk = dk * grad if ctx.need[1] and ctx.needs_input_grad[1] else None
+    return gq, gk, None, None, None, None, None
+
+
+_lse_sum_op.register_autograd(_lse_sum_backward, setup_context=_lse_sum_setup)
+
+
+# ----- public functions ---------------------------------------------------------------------
+
+
+def _prepare(q: Tensor, k: Tensor, exclude: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
+    """Checks the arguments; float32 for half inputs (``k`` in ``q``'s dtype), contiguous."""
+    _check_lse_args(q, k, exclude)
+    check_temperature(temperature)
+    if q.dtype not in (torch.float32, torch.float64):
+        q = q.float()
+    return q.contiguous(), k.to(q.dtype).contiguous()
+
+
+def _check_backend(backend: str | None, q: Tensor) -> str:
+    if backend is None:
+        return pick_backend(q)
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be None, 'torch' or 'triton', got {backend!r}.")
+    return backend
 
 
 def reference_lse(q: Tensor, k: Tensor, exclude: Tensor, temperature: float) -> Tensor:
@@ -349,7 +444,7 @@ def reference_lse(q: Tensor, k: Tensor, exclude: Tensor, temperature: float) -> 
         torch.Size([3])
     """
     _check_lse_args(q, k, exclude)
-    logits = (q @ k.T) / temperature
+    logits = (q @ k.to(q.dtype).T) / temperature
     logits = logits.scatter(1, exclude, float("-inf"))
     return torch.logsumexp(logits, dim=1)
 
@@ -366,19 +461,19 @@ def blockwise_lse(
     """Differentiable per-row log-sum-exp of ``q @ k.T / temperature`` without an (n, m) buffer.
 
     The shared primitive of NT-Xent (SimCLR, Chen et al. 2020) and DCL (Yeh et al. 2022):
-    ``lse_i = log sum_{j not in exclude[i]} exp(<q_i, k_j> / temperature)``. CUDA tensors use
-    the Triton kernels, other devices the tiled CPU autograd function. Half precision inputs
-    are computed in float32.
+    ``lse_i = log sum_{j not in exclude[i]} exp(<q_i, k_j> / temperature)``. Saves ``q``,
+    ``k``, ``exclude`` and the ``(n,)`` result for backward, which recomputes the tiles:
+    ``O((n + m) * d)`` memory. Half precision inputs are computed in float32.
 
     Args:
         q: Query rows, shape (n, d).
         k: Key rows, shape (m, d).
         exclude: Column indices left out of row ``i``'s sum, int64 of shape (n, e); ``e`` may
-            be 0.
+            be 0 (at most 2 on Triton).
         temperature: Logits are divided by it.
-        block_rows: Rows per tile.
-        block_cols: Columns per tile.
-        backend: "torch" (tiled CPU/any-device autograd function), "triton", or None to pick
+        block_rows: Rows per tile (torch backend).
+        block_cols: Columns per tile (torch backend).
+        backend: "torch" (tiled code, any device), "triton" (CUDA kernels), or None to pick
             Triton for CUDA tensors and torch otherwise.
 
     Returns:
@@ -394,44 +489,16 @@ def blockwise_lse(
         >>> torch.allclose(lse, reference_lse(q, q, torch.arange(6).unsqueeze(1), 0.5))
         True
     """
-    _check_lse_args(q, k, exclude)
-    _check_temperature(temperature)
+    q, k = _prepare(q, k, exclude, temperature)
     _check_block("block_rows", block_rows)
     _check_block("block_cols", block_cols)
-    if backend not in (None, "torch", "triton"):
-        raise ValueError(f"backend must be None, 'torch' or 'triton', got {backend!r}.")
-    if q.dtype not in (torch.float32, torch.float64):
-        q = q.float()
-    k = k.to(q.dtype)
-    if backend == "triton" or (backend is None and q.is_cuda):
-        from fastssl.kernels.triton_contrastive import triton_lse
-
-        return triton_lse(q, k, exclude, temperature)
-    out: Tensor = BlockwiseLSE.apply(
-        q.contiguous(),
-        k.contiguous(),
-        exclude.contiguous(),
-        1.0 / temperature,
-        block_rows,
-        block_cols,
+    chosen = _check_backend(backend, q)
+    if chosen == "triton" and exclude.shape[1] > 2:
+        raise ValueError(f"exclude may have at most 2 columns on Triton, got {exclude.shape[1]}.")
+    out: Tensor = _lse_rows_op(
+        q, k, exclude.contiguous(), 1.0 / temperature, block_rows, block_cols, chosen
     )
     return out
-
-
-def _lse(
-    q: Tensor,
-    k: Tensor,
-    exclude: Tensor,
-    temperature: float,
-    fused: bool | None,
-    block_rows: int,
-    block_cols: int,
-) -> Tensor:
-    if use_fused(fused) and not torch.compiler.is_compiling():
-        return blockwise_lse(q, k, exclude, temperature, block_rows, block_cols)
-    # Under torch.compile the tiled loops (data-dependent Python control flow) would break the
-    # graph: trace the plain formula instead, which fullgraph=True accepts.
-    return reference_lse(q, k, exclude, temperature)
 
 
 def blockwise_lse_sum(
@@ -443,11 +510,11 @@ def blockwise_lse_sum(
     block_cols: int = DEFAULT_BLOCK_COLS,
     backend: str | None = None,
 ) -> Tensor:
-    """``blockwise_lse(...).sum()``, with the gradients formed in the forward sweep on CPU.
+    """``blockwise_lse(...).sum()``, with the gradients formed in the forward sweep.
 
     Takes the arguments of :func:`blockwise_lse`; a tile holds ``block_rows * block_cols``
-    similarities and spans whole rows (:class:`BlockwiseLSESum`). CUDA tensors (or
-    ``backend="triton"``) use the Triton kernels and sum their per-row result.
+    similarities and spans whole rows. Saves only the ``(n, d)`` and ``(m, d)`` gradients.
+    On the Triton backend the per-row kernel runs and its result is summed.
 
     Returns:
         Scalar tensor.
@@ -459,255 +526,85 @@ def blockwise_lse_sum(
         >>> torch.allclose(total, reference_lse(q, q, exclude, 0.5).sum())
         True
     """
-    if backend == "triton" or (backend is None and q.is_cuda):
-        return blockwise_lse(q, k, exclude, temperature, block_rows, block_cols, backend).sum()
-    _check_lse_args(q, k, exclude)
-    _check_temperature(temperature)
+    if _check_backend(backend, q) == "triton":
+        return blockwise_lse(q, k, exclude, temperature, block_rows, block_cols, "triton").sum()
+    q, k = _prepare(q, k, exclude, temperature)
     _check_block("block_rows", block_rows)
     _check_block("block_cols", block_cols)
-    if backend not in (None, "torch"):
-        raise ValueError(f"backend must be None, 'torch' or 'triton', got {backend!r}.")
-    if q.dtype not in (torch.float32, torch.float64):
-        q = q.float()
-    k = k.to(q.dtype)
-    out: Tensor = BlockwiseLSESum.apply(
-        q.contiguous(), k.contiguous(), exclude.contiguous(), 1.0 / temperature,
-        block_rows * block_cols,
+    grad = torch.is_grad_enabled()
+    total, _, _ = _lse_sum_op(
+        q, k, exclude.contiguous(), 1.0 / temperature, block_rows * block_cols,
+        grad and q.requires_grad, grad and k.requires_grad,
     )  # fmt: skip
-    return out
+    return total
 
 
-def _lse_total(
+def lse_rows(
     q: Tensor,
     k: Tensor,
     exclude: Tensor,
     temperature: float,
-    fused: bool | None,
-    strategy: str,
-    block_rows: int,
-    block_cols: int,
+    *,
+    fused: bool | None = None,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+    block_cols: int = DEFAULT_BLOCK_COLS,
 ) -> Tensor:
-    """Sum over rows of the log-sum-exp, by the path that ``fused`` and ``strategy`` pick."""
+    """Per-row log-sum-exp by the path ``fused`` picks: the kernel, or :func:`reference_lse`.
+
+    Args:
+        q: Query rows, shape (n, d).
+        k: Key rows, shape (m, d).
+        exclude: Column indices left out of row ``i``'s sum, int64 of shape (n, e).
+        temperature: Logits are divided by it.
+        fused: True/False forces the kernel/reference path; None reads ``$FASTSSL_FUSED_LOSS``.
+        block_rows: Rows per tile of the CPU kernel.
+        block_cols: Columns per tile of the CPU kernel.
+
+    Returns:
+        Tensor of shape (n,).
+
+    Example:
+        >>> q = torch.randn(5, 3)
+        >>> lse_rows(q, q, torch.empty(5, 0, dtype=torch.long), 0.5).shape
+        torch.Size([5])
+    """
+    if use_fused(fused):
+        return blockwise_lse(q, k, exclude, temperature, block_rows, block_cols)
+    check_temperature(temperature)
+    return reference_lse(q, k, exclude, temperature)
+
+
+def lse_sum(
+    q: Tensor,
+    k: Tensor,
+    exclude: Tensor,
+    temperature: float,
+    *,
+    fused: bool | None = None,
+    strategy: str = "eager",
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+    block_cols: int = DEFAULT_BLOCK_COLS,
+) -> Tensor:
+    """``sum_i lse_i`` by the path ``fused`` and ``strategy`` pick.
+
+    Takes the arguments of :func:`lse_rows`, and ``strategy``: "eager" (gradients formed in
+    the forward sweep, :func:`blockwise_lse_sum`) or "recompute" (:func:`blockwise_lse`).
+
+    Returns:
+        Scalar tensor.
+
+    Raises:
+        ValueError: For an unknown strategy (and the errors of :func:`blockwise_lse`).
+
+    Example:
+        >>> q = torch.randn(5, 3)
+        >>> lse_sum(q, q, torch.arange(5).unsqueeze(1), 0.5).shape
+        torch.Size([])
+    """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}.")
-    if use_fused(fused) and strategy == "eager" and not torch.compiler.is_compiling():
+    if use_fused(fused) and strategy == "eager":
         return blockwise_lse_sum(q, k, exclude, temperature, block_rows, block_cols)
-    return _lse(q, k, exclude, temperature, fused, block_rows, block_cols).sum()
-
-
-def _views(
-    out0: Tensor, out1: Tensor, gather_distributed: bool
-) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
-    """Normalised local views ``(2B, d)`` and keys, with the row offset of the local views."""
-    z0 = F.normalize(out0, dim=1)
-    z1 = F.normalize(out1, dim=1)
-    local = torch.cat([z0, z1])
-    if gather_distributed and dist.is_distributed():
-        # One collective for both views; its backward reduce-scatters the key gradients.
-        return z0, z1, local, dist.gather_cat(local), dist.rank() * local.shape[0]
-    return z0, z1, local, local, 0
-
-
-def ntxent_fused(
-    out0: Tensor,
-    out1: Tensor,
-    temperature: float = 0.5,
-    memory_bank: Tensor | None = None,
-    gather_distributed: bool = False,
-    *,
-    fused: bool | None = None,
-    strategy: str = "eager",
-    block_rows: int = DEFAULT_BLOCK_ROWS,
-    block_cols: int = DEFAULT_BLOCK_COLS,
-) -> Tensor:
-    """NT-Xent loss (SimCLR, Chen et al. 2020, arXiv:2002.05709) without a quadratic buffer.
-
-    Equals LightlySSL 1.6's ``NTXentLoss`` on the same inputs. Without a bank, each of the
-    ``2B`` local views has the other view of its image as positive and every other view of
-    the (gathered) batch as negative; the loss is the mean over the ``2B`` views of
-    ``lse_i - s(i, i+) / t``. With ``memory_bank`` (MoCo, He et al. 2020) only the ``out0``
-    views are anchors: positive ``s(out0_i, out1_i)``, negatives the bank rows, mean over
-    ``B`` (``gather_distributed`` is then not used, as in LightlySSL).
-
-    Args:
-        out0: Raw projections of the first views, shape (B, d); normalised here.
-        out1: Raw projections of the second views, shape (B, d).
-        temperature: Logits are divided by it.
-        memory_bank: Negatives, shape (K, d), used as given (LightlySSL's bank stores
-            normalised rows; pass ``bank.T`` if it is kept as (d, K)), or None.
-        gather_distributed: Use the views of all processes as negatives, with gradient.
-        fused: True/False forces the kernel/reference path; None reads ``$FASTSSL_FUSED_LOSS``.
-        strategy: "eager" (gradients formed in the forward sweep) or "recompute" (backward
-            recomputes the similarity tiles from the saved per-row log-sum-exp); see
-            ``STRATEGIES``. The memory-bank path always recomputes.
-        block_rows: Rows per tile of the fused kernel.
-        block_cols: Columns per tile of the fused kernel.
-
-    Returns:
-        Scalar loss.
-
-    Example:
-        >>> out0, out1 = torch.randn(8, 16), torch.randn(8, 16)
-        >>> bank = torch.nn.functional.normalize(torch.randn(32, 16), dim=1)
-        >>> ntxent_fused(out0, out1, 0.1, memory_bank=bank).shape
-        torch.Size([])
-    """
-    _check_pair(out0, out1)
-    _check_temperature(temperature)
-    batch = out0.shape[0]
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}.")
-    if memory_bank is not None:
-        if memory_bank.ndim != 2 or memory_bank.shape[1] != out0.shape[1]:
-            raise ValueError(
-                f"memory_bank must have shape (K, {out0.shape[1]}), got {tuple(memory_bank.shape)}."
-            )
-        z0 = F.normalize(out0, dim=1)
-        z1 = F.normalize(out1, dim=1)
-        positive = (z0 * z1).sum(1) / temperature
-        bank = memory_bank.to(device=z0.device, dtype=z0.dtype)
-        none = torch.empty(batch, 0, dtype=torch.long, device=z0.device)
-        negatives = _lse(z0, bank, none, temperature, fused, block_rows, block_cols)
-        # The positive is one more column of the softmax: fold it in with logaddexp.
-        return (torch.logaddexp(positive, negatives) - positive).mean()
-
-    z0, z1, local, keys, offset = _views(out0, out1, gather_distributed)
-    rows = torch.arange(2 * batch, device=local.device)
-    self_idx = (rows + offset).unsqueeze(1)
-    lse_sum = _lse_total(
-        local, keys, self_idx, temperature, fused, strategy, block_rows, block_cols
-    )
-    positive = (z0 * z1).sum(1) / temperature  # the same logit for both views of an image
-    return (lse_sum - 2.0 * positive.sum()) / (2 * batch)
-
-
-def negative_mises_fisher_weights(out0: Tensor, out1: Tensor, sigma: float = 0.5) -> Tensor:
-    """DCLW weights ``2 - B * softmax_i(<out0_i, out1_i> / sigma)`` (Yeh et al. 2022).
-
-    No gradient flows through the weights, as in LightlySSL 1.6.
-
-    Args:
-        out0: Normalised first views, shape (B, d).
-        out1: Normalised second views, shape (B, d).
-        sigma: Similarities are divided by it.
-
-    Returns:
-        Tensor of shape (B,).
-
-    Example:
-        >>> z = torch.nn.functional.normalize(torch.randn(4, 3), dim=1)
-        >>> negative_mises_fisher_weights(z, z).shape
-        torch.Size([4])
-    """
-    similarity = (out0.detach() * out1.detach()).sum(1) / sigma
-    return 2 - out0.shape[0] * torch.softmax(similarity, dim=0)
-
-
-def dcl_fused(
-    out0: Tensor,
-    out1: Tensor,
-    temperature: float = 0.1,
-    weight_fn: WeightFn | None = None,
-    gather_distributed: bool = False,
-    *,
-    fused: bool | None = None,
-    strategy: str = "eager",
-    block_rows: int = DEFAULT_BLOCK_ROWS,
-    block_cols: int = DEFAULT_BLOCK_COLS,
-) -> Tensor:
-    """Decoupled contrastive loss (DCL, Yeh et al. 2022, arXiv:2110.06848), no quadratic buffer.
-
-    Equals LightlySSL 1.6's ``DCLLoss``: the positive leaves the denominator, so row ``i``
-    sums over every other view except itself and its positive. Both directions are computed
-    and averaged: ``0.5 * (mean_i l(out0_i) + mean_i l(out1_i))`` with
-    ``l(a) = -w * s(a, a+) / t + lse(a)`` and ``w = weight_fn(out0, out1)`` (resp.
-    ``weight_fn(out1, out0)``) on the normalised views, or 1.
-
-    Args:
-        out0: Raw projections of the first views, shape (B, d).
-        out1: Raw projections of the second views, shape (B, d).
-        temperature: Logits are divided by it.
-        weight_fn: Weights of the positive term, called on normalised (B, d) views, returning
-            (B,); may carry gradient.
-        gather_distributed: Use the views of all processes as negatives, with gradient.
-        fused: True/False forces the kernel/reference path; None reads ``$FASTSSL_FUSED_LOSS``.
-        strategy: "eager" (gradients formed in the forward sweep) or "recompute" (backward
-            recomputes the similarity tiles from the saved per-row log-sum-exp); see
-            ``STRATEGIES``.
-        block_rows: Rows per tile of the fused kernel.
-        block_cols: Columns per tile of the fused kernel.
-
-    Returns:
-        Scalar loss.
-
-    Example:
-        >>> out0, out1 = torch.randn(8, 16), torch.randn(8, 16)
-        >>> dcl_fused(out0, out1, temperature=0.1).shape
-        torch.Size([])
-    """
-    _check_pair(out0, out1)
-    _check_temperature(temperature)
-    batch = out0.shape[0]
-    z0, z1, local, keys, offset = _views(out0, out1, gather_distributed)
-    rows = torch.arange(2 * batch, device=local.device)
-    partner = (rows + batch) % (2 * batch)  # the other view of the same image
-    exclude = torch.stack([rows + offset, partner + offset], dim=1)
-    lse_sum = _lse_total(local, keys, exclude, temperature, fused, strategy, block_rows, block_cols)
-    positive = (z0 * z1).sum(1) / temperature
-    w0 = weight_fn(z0, z1) if weight_fn is not None else 1.0
-    w1 = weight_fn(z1, z0) if weight_fn is not None else 1.0
-    # 0.5 * (mean over out0 rows + mean over out1 rows) = sum over all 2B rows / 2B.
-    return (lse_sum - (positive * w0).sum() - (positive * w1).sum()) / (2 * batch)
-
-
-def dclw_fused(
-    out0: Tensor,
-    out1: Tensor,
-    temperature: float = 0.1,
-    sigma: float = 0.5,
-    gather_distributed: bool = False,
-    *,
-    fused: bool | None = None,
-    strategy: str = "eager",
-    block_rows: int = DEFAULT_BLOCK_ROWS,
-    block_cols: int = DEFAULT_BLOCK_COLS,
-) -> Tensor:
-    """Weighted DCL (DCLW, Yeh et al. 2022): DCL with negative von Mises-Fisher weights.
-
-    Equals LightlySSL 1.6's ``DCLWLoss``. The weights use the local batch only, also with
-    ``gather_distributed`` (as LightlySSL does), so DDP with DCLW is not exactly full-batch
-    training.
-
-    Args:
-        out0: Raw projections of the first views, shape (B, d).
-        out1: Raw projections of the second views, shape (B, d).
-        temperature: Logits are divided by it.
-        sigma: Similarities in the weights are divided by it.
-        gather_distributed: Use the views of all processes as negatives, with gradient.
-        fused: True/False forces the kernel/reference path; None reads ``$FASTSSL_FUSED_LOSS``.
-        strategy: "eager" (gradients formed in the forward sweep) or "recompute" (backward
-            recomputes the similarity tiles from the saved per-row log-sum-exp); see
-            ``STRATEGIES``. The memory-bank path always recomputes.
-        block_rows: Rows per tile of the fused kernel.
-        block_cols: Columns per tile of the fused kernel.
-
-    Returns:
-        Scalar loss.
-
-    Example:
-        >>> out0, out1 = torch.randn(8, 16), torch.randn(8, 16)
-        >>> dclw_fused(out0, out1, temperature=0.1, sigma=0.5).shape
-        torch.Size([])
-    """
-    weight_fn = functools.partial(negative_mises_fisher_weights, sigma=sigma)
-    return dcl_fused(
-        out0,
-        out1,
-        temperature,
-        weight_fn,
-        gather_distributed,
-        fused=fused,
-        strategy=strategy,
-        block_rows=block_rows,
-        block_cols=block_cols,
-    )
+    return lse_rows(
+        q, k, exclude, temperature, fused=fused, block_rows=block_rows, block_cols=block_cols
+    ).sum()

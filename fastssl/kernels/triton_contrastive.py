@@ -218,53 +218,79 @@ def _block_d(d: int) -> int:
     return max(16, triton.next_power_of_2(d))
 
 
+def lse_forward(q: Tensor, k: Tensor, exclude: Tensor, inv_t: float, precision: str) -> Tensor:
+    """Per-row log-sum-exp, shape (n,), float32, of float32 CUDA ``q`` (n, d), ``k`` (m, d)."""
+    n, d = q.shape
+    m = k.shape[0]
+    n_ex = exclude.shape[1]
+    # A (n, 1) dummy keeps the pointer valid when nothing is excluded.
+    ex = exclude if n_ex > 0 else torch.full((n, 1), -1, dtype=torch.long, device=q.device)
+    lse = torch.empty(n, dtype=torch.float32, device=q.device)
+    _lse_fwd_kernel[(triton.cdiv(n, BLOCK_M),)](
+        q, k, ex, lse, n, m, d, q.stride(0), k.stride(0), ex.stride(0), inv_t,
+        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=_block_d(d), N_EX=n_ex,
+        PRECISION=precision,
+    )  # fmt: skip
+    return lse
+
+
+def lse_backward(
+    q: Tensor,
+    k: Tensor,
+    exclude: Tensor,
+    lse: Tensor,
+    grad: Tensor,
+    inv_t: float,
+    precision: str,
+    need_q: bool,
+    need_k: bool,
+) -> tuple[Tensor | None, Tensor | None]:
+    """Gradients of ``sum_i grad_i * lse_i`` w.r.t. ``q`` and ``k`` (None where not needed)."""
+    n, d = q.shape
+    m = k.shape[0]
+    n_ex = exclude.shape[1]
+    ex = exclude if n_ex > 0 else torch.full((n, 1), -1, dtype=torch.long, device=q.device)
+    g = grad.to(torch.float32).contiguous()
+    # Rows with every column excluded (lse = -inf) contribute nothing; 0 avoids nan.
+    lse = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse)).float()
+    common = dict(
+        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=_block_d(d), N_EX=n_ex, PRECISION=precision,
+    )  # fmt: skip
+    dq = dk = None
+    if need_q:
+        dq = torch.empty_like(q)
+        _lse_bwd_dq_kernel[(triton.cdiv(n, BLOCK_M),)](
+            q, k, ex, lse, g, dq, n, m, d, q.stride(0), k.stride(0), ex.stride(0),
+            inv_t, **common,
+        )  # fmt: skip
+    if need_k:
+        dk = torch.empty_like(k)
+        _lse_bwd_dk_kernel[(triton.cdiv(m, BLOCK_N),)](
+            q, k, ex, lse, g, dk, n, m, d, q.stride(0), k.stride(0), ex.stride(0),
+            inv_t, **common,
+        )  # fmt: skip
+    return dq, dk
+
+
 class TritonLSE(torch.autograd.Function):
-    """Triton twin of ``BlockwiseLSE``: saves q, k, exclude and the (n,) log-sum-exp."""
+    """Triton twin of the blockwise CPU log-sum-exp: saves q, k, exclude and the (n,) result."""
 
     @staticmethod
     def forward(
         ctx: Any, q: Tensor, k: Tensor, exclude: Tensor, inv_t: float, precision: str
     ) -> Tensor:
-        n, d = q.shape
-        m = k.shape[0]
-        n_ex = exclude.shape[1]
-        # A (n, 1) dummy keeps the pointer valid when nothing is excluded.
-        ex = exclude if n_ex > 0 else torch.full((n, 1), -1, dtype=torch.long, device=q.device)
-        lse = torch.empty(n, dtype=torch.float32, device=q.device)
-        _lse_fwd_kernel[(triton.cdiv(n, BLOCK_M),)](
-            q, k, ex, lse, n, m, d, q.stride(0), k.stride(0), ex.stride(0), inv_t,
-            BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=_block_d(d), N_EX=n_ex,
-            PRECISION=precision,
-        )  # fmt: skip
-        ctx.save_for_backward(q, k, ex, lse)
-        ctx.inv_t, ctx.n_ex, ctx.precision = inv_t, n_ex, precision
+        lse = lse_forward(q, k, exclude, inv_t, precision)
+        ctx.save_for_backward(q, k, exclude, lse)
+        ctx.inv_t, ctx.precision = inv_t, precision
         return lse.to(q.dtype)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        q, k, ex, lse = ctx.saved_tensors
-        n, d = q.shape
-        m = k.shape[0]
-        g = grad.to(torch.float32).contiguous()
-        # Rows with every column excluded (lse = -inf) contribute nothing; 0 avoids nan.
-        lse = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
-        common = dict(
-            BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=_block_d(d), N_EX=ctx.n_ex,
-            PRECISION=ctx.precision,
+        q, k, exclude, lse = ctx.saved_tensors
+        dq, dk = lse_backward(
+            q, k, exclude, lse, grad, ctx.inv_t, ctx.precision,
+            ctx.needs_input_grad[0], ctx.needs_input_grad[1],
         )  # fmt: skip
-        dq = dk = None
-        if ctx.needs_input_grad[0]:
-            dq = torch.empty_like(q)
-            _lse_bwd_dq_kernel[(triton.cdiv(n, BLOCK_M),)](
-                q, k, ex, lse, g, dq, n, m, d, q.stride(0), k.stride(0), ex.stride(0),
-                ctx.inv_t, **common,
-            )  # fmt: skip
-        if ctx.needs_input_grad[1]:
-            dk = torch.empty_like(k)
-            _lse_bwd_dk_kernel[(triton.cdiv(m, BLOCK_N),)](
-                q, k, ex, lse, g, dk, n, m, d, q.stride(0), k.stride(0), ex.stride(0),
-                ctx.inv_t, **common,
-            )  # fmt: skip
         return dq, dk, None, None, None
 
 

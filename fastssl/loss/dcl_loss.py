@@ -1,9 +1,9 @@
 """Decoupled contrastive learning losses DCL and DCLW (Yeh et al. 2022, arXiv:2110.06848).
 
 DCL is NT-Xent with the positive pair removed from the denominator. The math is in the pure
-function :func:`dcl_loss`; it masks the excluded similarities with ``-inf`` instead of cutting
-them out with boolean indexing, so shapes stay static and ``torch.compile(fullgraph=True)``
-traces it in one graph.
+function :func:`dcl_loss`, which runs the log-sum-exp over the negatives through the
+blockwise kernels of :mod:`fastssl.kernels.contrastive` (no ``(2B, 2B)`` matrix, also under
+``torch.compile``; ``FASTSSL_FUSED_LOSS=0`` selects the plain formula).
 
 Where LightlySSL 1.6 evaluates the weighting function on each process's own batch, here it
 sees the gathered batch when ``gather_distributed=True`` (and this process keeps its rows):
@@ -18,9 +18,10 @@ from functools import partial
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
-from fastssl.utils import dist
+from fastssl.kernels import contrastive
+from fastssl.kernels.contrastive import DEFAULT_BLOCK_COLS, DEFAULT_BLOCK_ROWS
+from fastssl.loss.ntx_ent_loss import normalized_views
 
 WeightFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -54,6 +55,11 @@ def dcl_loss(
     temperature: float = 0.1,
     weight_fn: WeightFn | None = None,
     gather_distributed: bool = False,
+    *,
+    fused: bool | None = None,
+    strategy: str = "eager",
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+    block_cols: int = DEFAULT_BLOCK_COLS,
 ) -> Tensor:
     """Symmetric DCL loss (Yeh et al. 2022, Eq. 6), averaged over the local views.
 
@@ -69,6 +75,11 @@ def dcl_loss(
             as ``(out0, out1)`` for the first views and ``(out1, out0)`` for the second.
             None means ``w = 1``.
         gather_distributed: Use the views of all processes as negatives (with gradient).
+        fused: True/False forces the blockwise kernel / the plain formula; None reads
+            ``$FASTSSL_FUSED_LOSS``.
+        strategy: "eager" (gradients formed in the forward sweep) or "recompute".
+        block_rows: Rows per tile of the CPU kernel.
+        block_cols: Columns per tile of the CPU kernel.
 
     Returns:
         Scalar loss; its mean over processes equals the full-batch loss.
@@ -77,44 +88,31 @@ def dcl_loss(
         >>> dcl_loss(torch.randn(4, 8), torch.randn(4, 8), temperature=0.1).shape
         torch.Size([])
     """
-    if out0.ndim != 2 or out0.shape != out1.shape:
-        raise ValueError(
-            "out0 and out1 must both have shape (batch_size, embedding_size), got "
-            f"{tuple(out0.shape)} and {tuple(out1.shape)}."
-        )
-    n = out0.shape[0]
-    local = F.normalize(torch.cat([out0, out1]), dim=1)  # (2n, d)
+    contrastive.check_temperature(temperature)
+    local, keys, offset, n = normalized_views(out0, out1, gather_distributed)
+    rows = torch.arange(2 * n, device=local.device)
+    # Both views of a row's own image leave the denominator: itself and its partner.
+    exclude = torch.stack([rows, (rows + n) % (2 * n)], dim=1) + offset
+    total = contrastive.lse_sum(
+        local, keys, exclude, temperature,
+        fused=fused, strategy=strategy, block_rows=block_rows, block_cols=block_cols,
+    )  # fmt: skip
     views0, views1 = local[:n], local[n:]
-    if gather_distributed:
-        views0_all, views1_all = dist.gather_cat(views0), dist.gather_cat(views1)
-        offset = dist.rank() * n
-    else:
-        views0_all, views1_all = views0, views1
-        offset = 0
-    big_n = views0_all.shape[0]
-    logits = local @ torch.cat([views0_all, views1_all]).T / temperature  # (2n, 2N)
-
-    # Both views of a row's own image (columns i and N + i) are excluded from the negatives.
-    sample_of_row = offset + torch.arange(2 * n, device=local.device) % n
-    sample_of_col = torch.arange(2 * big_n, device=local.device) % big_n
-    own_image = sample_of_col.unsqueeze(0) == sample_of_row.unsqueeze(1)
-    negative = torch.logsumexp(logits.masked_fill(own_image, float("-inf")), dim=1)
-
     positive = (views0 * views1).sum(dim=1) / temperature  # (n,)
     if weight_fn is None:
-        positive = positive.repeat(2)
+        weighted = 2 * positive.sum()
     else:
         # Weights see the global batch, so batch-level weightings match full-batch training.
-        rows = slice(offset, offset + n)
-        weight0 = weight_fn(views0_all, views1_all)[rows]
-        weight1 = weight_fn(views1_all, views0_all)[rows]
-        positive = torch.cat([positive * weight0, positive * weight1])
-    return (negative - positive).mean()
-
-
-def _check_temperature(name: str, value: float) -> None:
-    if abs(value) < 1e-8:
-        raise ValueError(f"Illegal {name}={value}: abs({name}) must be >= 1e-8.")
+        views0_all, views1_all = views0, views1
+        if keys is not local:  # gathered: keys holds [views0, views1] of each rank in turn
+            per_rank = keys.view(-1, 2, n, keys.shape[1])
+            views0_all = per_rank[:, 0].reshape(-1, keys.shape[1])
+            views1_all = per_rank[:, 1].reshape(-1, keys.shape[1])
+        start = offset // 2
+        weight0 = weight_fn(views0_all, views1_all)[start : start + n]
+        weight1 = weight_fn(views1_all, views0_all)[start : start + n]
+        weighted = (positive * weight0).sum() + (positive * weight1).sum()
+    return (total - weighted) / (2 * n)
 
 
 class DCLLoss(nn.Module):
@@ -152,7 +150,7 @@ class DCLLoss(nn.Module):
             TypeError: If ``weight_fn`` is neither None nor callable.
         """
         super().__init__()
-        _check_temperature("temperature", temperature)
+        contrastive.check_temperature(temperature)
         if weight_fn is not None and not callable(weight_fn):
             raise TypeError(
                 f"weight_fn must be None or a callable (out0, out1) -> weights, got {weight_fn!r}."
@@ -197,7 +195,7 @@ class DCLWLoss(DCLLoss):
         Raises:
             ValueError: If ``abs(temperature) < 1e-8`` or ``abs(sigma) < 1e-8``.
         """
-        _check_temperature("sigma", sigma)
+        contrastive.check_temperature(sigma, "sigma")
         super().__init__(
             temperature=temperature,
             weight_fn=partial(negative_mises_fisher_weights, sigma=sigma),

@@ -1,11 +1,13 @@
 """NT-Xent, the normalised temperature-scaled cross-entropy of SimCLR (and MoCo with a bank).
 
 The math lives in two pure functions, :func:`ntxent_loss` (in-batch negatives, optionally
-gathered from all processes) and :func:`ntxent_memory_bank_loss` (negatives from a bank), so a
-fused kernel can replace them without touching :class:`NTXentLoss`. Neither uses boolean-mask
-indexing nor branches on data: the similarity of a view to itself is masked with ``-inf``
-instead of being cut out, which leaves every shape static and ``torch.compile(fullgraph=True)``
-traces the loss in one graph (LightlySSL 1.6 breaks the graph there).
+gathered from all processes) and :func:`ntxent_memory_bank_loss` (negatives from a bank).
+Both reduce the loss to a per-row log-sum-exp over the negatives and run it through the
+blockwise kernels of :mod:`fastssl.kernels.contrastive` by default: no ``(2B, 2B)``
+similarity matrix is ever held, on CPUs (tiled code) or GPUs (Triton), in eager mode or
+under ``torch.compile(fullgraph=True)`` (the kernels are custom operators). With
+``gather_distributed`` each process computes only its own rows against the gathered views.
+``FASTSSL_FUSED_LOSS=0`` (or ``fused=False``) selects the plain formula instead.
 """
 
 from __future__ import annotations
@@ -16,34 +18,64 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from fastssl.kernels import contrastive
+from fastssl.kernels.contrastive import DEFAULT_BLOCK_COLS, DEFAULT_BLOCK_ROWS, check_pair
 from fastssl.models.modules.memory_bank import MemoryBankModule
 from fastssl.utils import dist
 
 
-def _check_pair(out0: Tensor, out1: Tensor) -> None:
-    if out0.ndim != 2 or out0.shape != out1.shape:
-        raise ValueError(
-            "out0 and out1 must both have shape (batch_size, embedding_size), got "
-            f"{tuple(out0.shape)} and {tuple(out1.shape)}."
-        )
+def normalized_views(
+    out0: Tensor, out1: Tensor, gather_distributed: bool
+) -> tuple[Tensor, Tensor, int, int]:
+    """L2-normalised views for a two-view contrastive loss, and the keys they meet.
+
+    Args:
+        out0: Projections of the first views, shape (n, d).
+        out1: Projections of the second views, shape (n, d).
+        gather_distributed: Gather the views of all processes as keys (with gradient).
+
+    Returns:
+        ``(local, keys, offset, n)``: ``local`` (2n, d) holds the first views, then the
+        second; ``keys`` (2N, d) is ``local`` of every process in rank order (``local``
+        itself in one process); ``local[r]`` is ``keys[offset + r]``.
+    """
+    check_pair(out0, out1)
+    local = F.normalize(torch.cat([out0, out1]), dim=1)
+    if gather_distributed and dist.is_distributed():
+        # One collective for both views; its backward reduce-scatters the key gradients.
+        return local, dist.gather_cat(local), dist.rank() * local.shape[0], out0.shape[0]
+    return local, local, 0, out0.shape[0]
 
 
 def ntxent_loss(
-    out0: Tensor, out1: Tensor, temperature: float = 0.5, gather_distributed: bool = False
+    out0: Tensor,
+    out1: Tensor,
+    temperature: float = 0.5,
+    gather_distributed: bool = False,
+    *,
+    fused: bool | None = None,
+    strategy: str = "eager",
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+    block_cols: int = DEFAULT_BLOCK_COLS,
 ) -> Tensor:
     """NT-Xent loss with in-batch negatives (SimCLR, Chen et al. 2020, arXiv:2002.05709).
 
     For each of the ``2 * n`` local views, the positive is the other view of the same image
-    and the negatives are all other views of the (global) batch. With ``N`` the global batch
-    size, the loss is the mean over local views ``a`` of
-    ``-s(a, a+) / t + log sum_{b != a} exp(s(a, b) / t)`` with ``s`` the cosine similarity.
-    The mean of this value over processes equals the full-batch loss.
+    and the negatives are all other views of the (global) batch. The loss is the mean over
+    local views ``a`` of ``-s(a, a+) / t + log sum_{b != a} exp(s(a, b) / t)`` with ``s``
+    the cosine similarity. The mean of this value over processes equals the full-batch loss.
 
     Args:
         out0: Projections of the first views, shape (n, d).
         out1: Projections of the second views, shape (n, d).
         temperature: Logits are divided by it.
         gather_distributed: Use the views of all processes as negatives (with gradient).
+        fused: True/False forces the blockwise kernel / the plain formula; None reads
+            ``$FASTSSL_FUSED_LOSS`` (kernel unless it is 0).
+        strategy: "eager" (gradients formed in the forward sweep) or "recompute"; see
+            :data:`fastssl.kernels.contrastive.STRATEGIES`.
+        block_rows: Rows per tile of the CPU kernel.
+        block_cols: Columns per tile of the CPU kernel.
 
     Returns:
         Scalar loss.
@@ -53,44 +85,43 @@ def ntxent_loss(
         >>> ntxent_loss(out0, out1, temperature=0.5).shape
         torch.Size([])
     """
-    _check_pair(out0, out1)
-    n = out0.shape[0]
-    local = F.normalize(torch.cat([out0, out1]), dim=1)  # (2n, d): views 0 then views 1
-    views0, views1 = local[:n], local[n:]
-    if gather_distributed:
-        views0_all, views1_all = dist.gather_cat(views0), dist.gather_cat(views1)
-        offset = dist.rank() * n
-    else:
-        views0_all, views1_all = views0, views1
-        offset = 0
-    big_n = views0_all.shape[0]
-    everything = torch.cat([views0_all, views1_all])  # (2N, d)
-    logits = local @ everything.T / temperature  # (2n, 2N)
-
-    # Column c holds view c // N of global sample c % N; row r is view r // n of global
-    # sample offset + r % n. A row's own column is the same view of the same sample.
-    rows = torch.arange(2 * n, device=local.device)
-    cols = torch.arange(2 * big_n, device=local.device)
-    own_col = (rows // n) * big_n + offset + rows % n
-    logits = logits.masked_fill(cols.unsqueeze(0) == own_col.unsqueeze(1), float("-inf"))
-
-    positive = (views0 * views1).sum(dim=1) / temperature  # (n,), same for both views
-    return (torch.logsumexp(logits, dim=1) - positive.repeat(2)).mean()
+    contrastive.check_temperature(temperature)
+    local, keys, offset, n = normalized_views(out0, out1, gather_distributed)
+    own = (torch.arange(2 * n, device=local.device) + offset).unsqueeze(1)  # self-similarity
+    total = contrastive.lse_sum(
+        local, keys, own, temperature,
+        fused=fused, strategy=strategy, block_rows=block_rows, block_cols=block_cols,
+    )  # fmt: skip
+    positive = (local[:n] * local[n:]).sum(dim=1) / temperature  # the same for both views
+    return (total - 2 * positive.sum()) / (2 * n)
 
 
 def ntxent_memory_bank_loss(
-    out0: Tensor, out1: Tensor, negatives: Tensor, temperature: float = 0.5
+    out0: Tensor,
+    out1: Tensor,
+    negatives: Tensor,
+    temperature: float = 0.5,
+    *,
+    fused: bool | None = None,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+    block_cols: int = DEFAULT_BLOCK_COLS,
 ) -> Tensor:
     """NT-Xent loss with negatives from a memory bank (MoCo, He et al. 2020).
 
     For each sample ``i`` the loss is ``-log softmax([s(out0_i, out1_i), s(out0_i, k_1), ...,
-    s(out0_i, k_K)] / t)[0]``, averaged over the batch; ``s`` is the cosine similarity.
+    s(out0_i, k_K)] / t)[0]``, averaged over the batch; ``s`` is the cosine similarity. The
+    ``(n, K)`` logits are never held: the log-sum-exp over the bank runs blockwise and the
+    positive is folded in with ``logaddexp``.
 
     Args:
         out0: Queries, shape (n, d).
         out1: Positive keys, shape (n, d).
         negatives: Negative keys of shape (K, d), assumed of unit norm (a memory bank).
         temperature: Logits are divided by it.
+        fused: True/False forces the blockwise kernel / the plain formula; None reads
+            ``$FASTSSL_FUSED_LOSS``.
+        block_rows: Rows per tile of the CPU kernel.
+        block_cols: Columns per tile of the CPU kernel.
 
     Returns:
         Scalar loss.
@@ -100,11 +131,21 @@ def ntxent_memory_bank_loss(
         >>> ntxent_memory_bank_loss(torch.randn(4, 8), torch.randn(4, 8), bank).shape
         torch.Size([])
     """
-    _check_pair(out0, out1)
+    check_pair(out0, out1)
+    contrastive.check_temperature(temperature)
+    if negatives.ndim != 2 or negatives.shape[1] != out0.shape[1]:
+        raise ValueError(
+            f"negatives must have shape (K, {out0.shape[1]}), got {tuple(negatives.shape)}."
+        )
     out0, out1 = F.normalize(out0, dim=1), F.normalize(out1, dim=1)
-    positive = (out0 * out1).sum(dim=1, keepdim=True)
-    logits = torch.cat([positive, out0 @ negatives.to(out0.dtype).T], dim=1) / temperature
-    return (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()
+    positive = (out0 * out1).sum(dim=1) / temperature
+    none = torch.empty(out0.shape[0], 0, dtype=torch.long, device=out0.device)
+    bank = negatives.to(device=out0.device, dtype=out0.dtype)
+    negative = contrastive.lse_rows(
+        out0, bank, none, temperature, fused=fused, block_rows=block_rows, block_cols=block_cols
+    )
+    # The positive is one more column of the softmax.
+    return (torch.logaddexp(positive, negative.to(positive.dtype)) - positive).mean()
 
 
 class NTXentLoss(nn.Module):
@@ -148,11 +189,8 @@ class NTXentLoss(nn.Module):
             TypeError: If the memory bank size is not an int or a sequence of ints.
         """
         super().__init__()
-        self.eps = 1e-8
-        if abs(temperature) < self.eps:
-            raise ValueError(
-                f"Illegal temperature={temperature}: abs(temperature) must be >= 1e-8."
-            )
+        self.eps = 1e-8  # LightlySSL's attribute: the smallest allowed abs(temperature)
+        contrastive.check_temperature(temperature)
         self.temperature = temperature
         self.gather_distributed = gather_distributed
         self.memory_bank = MemoryBankModule(
@@ -171,7 +209,7 @@ class NTXentLoss(nn.Module):
         """
         if self.memory_bank.size[0] == 0:
             return ntxent_loss(out0, out1, self.temperature, self.gather_distributed)
-        _check_pair(out0, out1)
+        check_pair(out0, out1)
         # The bank stores normalised keys; normalising twice in the loss is harmless.
         keys = F.normalize(out1, dim=1)
         keys, negatives = self.memory_bank(keys, update=out0.requires_grad)

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fastssl.kernels import contrastive
 from fastssl.loss.ntx_ent_loss import NTXentLoss
 from fastssl.methods import _vit
 from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_view_pair, build_views
@@ -67,7 +68,10 @@ def moco_v3_loss(query: Tensor, key: Tensor, temperature: float) -> Tensor:
     """InfoNCE of MoCo v3 (Chen et al. 2021, Algorithm 1) with the keys of all processes.
 
     ``2 * t * CrossEntropy(q @ k_all^T / t, own index)`` with L2-normalised rows; the factor
-    ``2 * t`` is the paper's, it keeps the gradient scale independent of ``t``.
+    ``2 * t`` is the paper's, it keeps the gradient scale independent of ``t``. The
+    cross-entropy is ``lse_i - s(q_i, k_i) / t``; the log-sum-exp over all keys runs in the
+    blockwise kernel (:func:`fastssl.kernels.contrastive.lse_sum`), so the ``(B, B * world)``
+    logits are never held.
 
     Args:
         query: Predictions of the query encoder, shape (B, d).
@@ -78,10 +82,12 @@ def moco_v3_loss(query: Tensor, key: Tensor, temperature: float) -> Tensor:
         Scalar loss.
     """
     query = F.normalize(query, dim=1)
-    keys = F.normalize(dist.gather_cat(key.detach()), dim=1)  # (B * world_size, d)
-    logits = query @ keys.T / temperature
-    labels = torch.arange(query.shape[0], device=query.device) + dist.rank() * query.shape[0]
-    return F.cross_entropy(logits, labels) * (2 * temperature)
+    own = F.normalize(key.detach(), dim=1)
+    keys = dist.gather_cat(own)  # (B * world_size, d)
+    none = torch.empty(query.shape[0], 0, dtype=torch.long, device=query.device)
+    total = contrastive.lse_sum(query, keys, none, temperature)
+    positive = (query * own.to(query.dtype)).sum(dim=1) / temperature
+    return (total - positive.sum()) / query.shape[0] * (2 * temperature)
 
 
 class MoCoPredictionHead(ProjectionHead):

@@ -1,4 +1,5 @@
-"""Blockwise NT-Xent / DCL / DCLW kernels against LightlySSL 1.6, naive loops and DDP."""
+"""The blockwise kernels behind the public NT-Xent / DCL / DCLW losses, against LightlySSL 1.6,
+naive loops and DDP (the losses run the kernels by default: these tests go through them)."""
 
 from __future__ import annotations
 
@@ -19,17 +20,13 @@ from torch.nn import functional as F
 from fastssl.kernels import contrastive
 from fastssl.kernels.contrastive import (
     STRATEGIES,
-    BlockwiseLSE,
-    BlockwiseLSESum,
     blockwise_lse,
     blockwise_lse_sum,
-    dcl_fused,
-    dclw_fused,
-    negative_mises_fisher_weights,
-    ntxent_fused,
     reference_lse,
     use_fused,
 )
+from fastssl.loss.dcl_loss import dcl_loss, negative_mises_fisher_weights
+from fastssl.loss.ntx_ent_loss import ntxent_loss, ntxent_memory_bank_loss
 from fastssl.utils import dist
 from tests._distributed import run_distributed
 
@@ -39,6 +36,24 @@ pytestmark = pytest.mark.filterwarnings("ignore:To copy construct from a tensor:
 ROOT = Path(__file__).resolve().parents[2]
 # (block_rows, block_cols): tiles smaller than, not dividing, and larger than the batch.
 BLOCKS = [(4, 5), (16, 64), (256, 4096)]
+
+
+def dclw_loss(
+    out0: Tensor,
+    out1: Tensor,
+    temperature: float = 0.1,
+    sigma: float = 0.5,
+    gather_distributed: bool = False,
+    **kw: Any,
+) -> Tensor:
+    """What ``DCLWLoss`` computes: DCL with negative von Mises-Fisher weights."""
+    weights = partial(negative_mises_fisher_weights, sigma=sigma)
+    return dcl_loss(out0, out1, temperature, weights, gather_distributed, **kw)
+
+
+def bank_loss(out0: Tensor, out1: Tensor, temperature: float, bank: Tensor, **kw: Any) -> Tensor:
+    """NT-Xent with memory-bank negatives, with the two views as first arguments."""
+    return ntxent_memory_bank_loss(out0, out1, bank, temperature, **kw)
 
 
 def _pair(batch: int, dim: int, dtype: torch.dtype, seed: int = 0) -> tuple[Tensor, Tensor]:
@@ -75,7 +90,7 @@ def test_ntxent_matches_lightly(
 ) -> None:
     out0, out1 = _pair(batch, 16, torch.float32)
     kw = dict(block_rows=blocks[0], block_cols=blocks[1], strategy=strategy)
-    ours = _value_and_grads(partial(ntxent_fused, temperature=temperature, **kw), out0, out1)
+    ours = _value_and_grads(partial(ntxent_loss, temperature=temperature, **kw), out0, out1)
     theirs = _value_and_grads(NTXentLoss(temperature=temperature), out0, out1)
     _assert_same(ours, theirs)
 
@@ -92,13 +107,7 @@ def test_ntxent_memory_bank_matches_lightly(
     bank = lightly_loss.memory_bank.bank.clone()  # (K, d) before LightlySSL enqueues the batch
     theirs = _value_and_grads(lightly_loss, out0, out1)
     ours = _value_and_grads(
-        partial(
-            ntxent_fused,
-            temperature=0.2,
-            memory_bank=bank,
-            block_rows=blocks[0],
-            block_cols=blocks[1],
-        ),
+        partial(bank_loss, temperature=0.2, bank=bank, block_rows=blocks[0], block_cols=blocks[1]),
         out0,
         out1,
     )
@@ -113,11 +122,11 @@ def test_dcl_and_dclw_match_lightly(
 ) -> None:
     out0, out1 = _pair(batch, 16, torch.float32, seed=1)
     kw = dict(block_rows=blocks[0], block_cols=blocks[1])
-    ours = _value_and_grads(partial(dcl_fused, temperature=temperature, **kw), out0, out1)
+    ours = _value_and_grads(partial(dcl_loss, temperature=temperature, **kw), out0, out1)
     theirs = _value_and_grads(DCLLoss(temperature=temperature), out0, out1)
     _assert_same(ours, theirs)
     ours_w = _value_and_grads(
-        partial(dclw_fused, temperature=temperature, sigma=0.3, **kw), out0, out1
+        partial(dclw_loss, temperature=temperature, sigma=0.3, **kw), out0, out1
     )
     theirs_w = _value_and_grads(DCLWLoss(temperature=temperature, sigma=0.3), out0, out1)
     _assert_same(ours_w, theirs_w)
@@ -131,7 +140,7 @@ def test_dcl_weight_fn_with_gradient_matches_lightly() -> None:
 
     out0, out1 = _pair(11, 6, torch.float64)
     ours = _value_and_grads(
-        partial(dcl_fused, temperature=0.3, weight_fn=weight_fn, block_rows=4), out0, out1
+        partial(dcl_loss, temperature=0.3, weight_fn=weight_fn, block_rows=4), out0, out1
     )
     theirs = _value_and_grads(DCLLoss(temperature=0.3, weight_fn=weight_fn), out0, out1)
     _assert_same(ours, theirs, rtol=1e-10, atol=1e-12)
@@ -188,15 +197,15 @@ def test_against_naive_loops(batch: int, temperature: float, strategy: str) -> N
     bank = F.normalize(torch.randn(5, 4, dtype=torch.float64), dim=1)
     nmf = partial(negative_mises_fisher_weights, sigma=0.5)
     cases: list[tuple[Callable[..., Tensor], Callable[..., Tensor]]] = [
-        (partial(ntxent_fused, temperature=temperature, strategy=strategy, block_rows=3,
+        (partial(ntxent_loss, temperature=temperature, strategy=strategy, block_rows=3,
                  block_cols=2),
          partial(_naive_ntxent, t=temperature)),
-        (partial(ntxent_fused, temperature=temperature, memory_bank=bank, block_cols=2),
+        (partial(bank_loss, temperature=temperature, bank=bank, block_cols=2),
          partial(_naive_bank, bank=bank, t=temperature)),
-        (partial(dcl_fused, temperature=temperature, strategy=strategy, block_rows=1,
+        (partial(dcl_loss, temperature=temperature, strategy=strategy, block_rows=1,
                  block_cols=3),
          partial(_naive_dcl, t=temperature, w=None)),
-        (partial(dclw_fused, temperature=temperature, sigma=0.5, strategy=strategy,
+        (partial(dclw_loss, temperature=temperature, sigma=0.5, strategy=strategy,
                  block_cols=3),
          partial(_naive_dcl, t=temperature, w=nmf)),
     ]  # fmt: skip
@@ -239,12 +248,23 @@ def test_blockwise_lse_sum_matches_reference(scale: float, n_exclude: int, tile:
     _assert_same(grads, torch.autograd.grad(2.5 * theirs, (q, k)), rtol=1e-10, atol=1e-12)
 
 
-def test_eager_sum_skips_gradient_work_without_grad() -> None:
-    q = torch.randn(5, 3)
+def test_eager_sum_skips_gradient_work_without_grad(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[bool, bool]] = []
+    sweep = contrastive._lse_sum_with_grads
+
+    def spy(*args: Any) -> Any:
+        calls.append(args[-2:])
+        return sweep(*args)
+
+    monkeypatch.setattr(contrastive, "_lse_sum_with_grads", spy)
+    q = torch.randn(5, 3, requires_grad=True)
     with torch.no_grad():
-        total = BlockwiseLSESum.apply(q, q, torch.arange(5).unsqueeze(1), 2.0, 64)
+        total = blockwise_lse_sum(q, q, torch.arange(5).unsqueeze(1), 0.5)
     torch.testing.assert_close(total, reference_lse(q, q, torch.arange(5).unsqueeze(1), 0.5).sum())
     assert total.grad_fn is None
+    # Keys without gradient (MoCo's momentum keys): only dq is formed.
+    blockwise_lse_sum(q, q.detach(), torch.arange(5).unsqueeze(1), 0.5).backward()
+    assert calls == [(False, False), (True, False)]
 
 
 def test_blockwise_lse_all_columns_excluded_is_minus_inf_without_nan_gradient() -> None:
@@ -265,15 +285,15 @@ def test_blockwise_lse_all_columns_excluded_is_minus_inf_without_nan_gradient() 
 
 def test_deterministic() -> None:
     out0, out1 = _pair(40, 8, torch.float32)
-    first = _value_and_grads(partial(dcl_fused, block_rows=7, block_cols=9), out0, out1)
-    second = _value_and_grads(partial(dcl_fused, block_rows=7, block_cols=9), out0, out1)
+    first = _value_and_grads(partial(dcl_loss, block_rows=7, block_cols=9), out0, out1)
+    second = _value_and_grads(partial(dcl_loss, block_rows=7, block_cols=9), out0, out1)
     for a, b in zip(first, second, strict=True):
         assert torch.equal(a, b)
 
 
 def test_half_precision_inputs_are_computed_in_float32() -> None:
     out0, out1 = _pair(6, 8, torch.bfloat16)
-    loss = ntxent_fused(out0, out1)
+    loss = ntxent_loss(out0, out1)
     expected = NTXentLoss()(out0.float(), out1.float())
     torch.testing.assert_close(loss.float(), expected, rtol=1e-2, atol=1e-2)
     loss.backward()
@@ -302,15 +322,15 @@ def _saved_numels(loss: Tensor) -> list[tuple[str, int]]:
     return found
 
 
-@pytest.mark.parametrize("loss_fn", [ntxent_fused, dcl_fused, dclw_fused])
+@pytest.mark.parametrize("loss_fn", [ntxent_loss, dcl_loss, dclw_loss])
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_saved_tensors_are_linear_in_batch(loss_fn: Callable[..., Tensor], strategy: str) -> None:
     batch, dim = 256, 8
     out0, out1 = _pair(batch, dim, torch.float32)
     loss = loss_fn(out0, out1, strategy=strategy)
     saved = _saved_numels(loss)
-    node = "BlockwiseLSESumBackward" if strategy == "eager" else "BlockwiseLSEBackward"
-    assert any(name == node for name, _ in saved)
+    node = "fastssl_lse_sum" if strategy == "eager" else "fastssl_lse_rows"
+    assert any(node in name for name, _ in saved)
     # Every saved tensor is at most a (2B, d) or (2B, 2) buffer, far below one (2B, 2B) matrix.
     assert max(numel for _, numel in saved) <= 2 * batch * dim
     # The same walk finds LightlySSL's quadratic buffers, so this check can fail.
@@ -322,14 +342,15 @@ def test_peak_rss_growth_is_far_below_one_similarity_matrix() -> None:
     script = textwrap.dedent(
         """
         import resource, torch
-        from fastssl.kernels.contrastive import ntxent_fused
+        from fastssl.loss import NTXentLoss
+        from fastssl.loss.ntx_ent_loss import ntxent_loss
         torch.manual_seed(0)
         a = torch.randn(4096, 32, requires_grad=True)
         b = torch.randn(4096, 32, requires_grad=True)
-        ntxent_fused(a[:300], b[:300]).backward()  # warm up allocator and kernels
+        NTXentLoss()(a[:300], b[:300]).backward()  # warm up allocator and kernels
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        for strategy in ("eager", "recompute"):  # maxrss bounds the peak of both
-            ntxent_fused(a, b, strategy=strategy).backward()
+        NTXentLoss()(a, b).backward()  # the public class, as users call it
+        ntxent_loss(a, b, strategy="recompute").backward()  # maxrss bounds both peaks
         print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)
         """
     )
@@ -348,16 +369,16 @@ def test_env_switch_selects_reference_path(monkeypatch: pytest.MonkeyPatch) -> N
     def boom(*args: Any) -> Tensor:
         raise AssertionError("fused kernel used")
 
-    monkeypatch.setattr(BlockwiseLSE, "apply", boom)
-    monkeypatch.setattr(BlockwiseLSESum, "apply", boom)
+    monkeypatch.setattr(contrastive, "_lse_rows_op", boom)
+    monkeypatch.setattr(contrastive, "_lse_sum_op", boom)
     out0, out1 = _pair(5, 4, torch.float32)
     monkeypatch.setenv(contrastive.ENV_SWITCH, "0")
-    torch.testing.assert_close(ntxent_fused(out0, out1), NTXentLoss()(out0, out1))
+    torch.testing.assert_close(ntxent_loss(out0, out1), NTXentLoss()(out0, out1))
     monkeypatch.setenv(contrastive.ENV_SWITCH, "1")
     with pytest.raises(AssertionError, match="fused kernel used"):
-        ntxent_fused(out0, out1)
+        ntxent_loss(out0, out1)
     with pytest.raises(AssertionError, match="fused kernel used"):
-        dcl_fused(out0, out1, fused=True, strategy="recompute")
+        dcl_loss(out0, out1, fused=True, strategy="recompute")
     monkeypatch.setenv(contrastive.ENV_SWITCH, "maybe")
     with pytest.raises(ValueError, match="FASTSSL_FUSED_LOSS='maybe'"):
         use_fused()
@@ -366,18 +387,18 @@ def test_env_switch_selects_reference_path(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_bad_arguments_raise() -> None:
     out0, out1 = _pair(4, 3, torch.float32)
-    with pytest.raises(ValueError, match=r"temperature must satisfy .* got 0.0"):
-        ntxent_fused(out0, out1, temperature=0.0)
+    with pytest.raises(ValueError, match=r"temperature=0.0: abs\(temperature\) must be >= 1e-8"):
+        ntxent_loss(out0, out1, temperature=0.0)
     with pytest.raises(ValueError, match=r"out0 and out1 must .* got \(4, 3\) and \(3, 3\)"):
-        dcl_fused(out0, out1[:3])
-    with pytest.raises(ValueError, match=r"memory_bank must have shape \(K, 3\), got \(3, 5\)"):
-        ntxent_fused(out0, out1, memory_bank=torch.randn(3, 5))
+        dcl_loss(out0, out1[:3])
+    with pytest.raises(ValueError, match=r"negatives must have shape \(K, 3\), got \(3, 5\)"):
+        bank_loss(out0, out1, 0.5, torch.randn(3, 5))
     with pytest.raises(ValueError, match=r"strategy must be one of \('eager', 'recompute'\)"):
-        ntxent_fused(out0, out1, memory_bank=torch.randn(3, 3), strategy="lazy")
+        ntxent_loss(out0, out1, strategy="lazy")
     with pytest.raises(ValueError, match=r"strategy must be .* got 'lazy'"):
-        dcl_fused(out0, out1, strategy="lazy")
+        dcl_loss(out0, out1, strategy="lazy")
     with pytest.raises(ValueError, match="block_rows must be a positive int, got 0"):
-        ntxent_fused(out0, out1, block_rows=0)
+        ntxent_loss(out0, out1, block_rows=0)
     with pytest.raises(ValueError, match=r"exclude must be an int64 tensor .* got torch.int32"):
         blockwise_lse(out0, out1, torch.zeros(4, 1, dtype=torch.int32), 0.5)
     with pytest.raises(ValueError, match=r"backend must be .* got 'cuda'"):
@@ -385,7 +406,7 @@ def test_bad_arguments_raise() -> None:
 
 
 @pytest.mark.compile
-@pytest.mark.parametrize("loss_fn", [ntxent_fused, dcl_fused, dclw_fused])
+@pytest.mark.parametrize("loss_fn", [ntxent_loss, dcl_loss, dclw_loss])
 def test_compiles_fullgraph_without_breaks(loss_fn: Callable[..., Tensor]) -> None:
     torch._dynamo.reset()
     out0, out1 = _pair(6, 4, torch.float32)
@@ -399,13 +420,13 @@ def test_compiles_fullgraph_without_breaks(loss_fn: Callable[..., Tensor]) -> No
 # --- distributed: two processes equal one full batch ------------------------------------------
 
 _DIST_LOSSES: dict[str, Callable[..., Tensor]] = {
-    "ntxent": partial(ntxent_fused, temperature=0.3, block_rows=5, block_cols=7),
+    "ntxent": partial(ntxent_loss, temperature=0.3, block_rows=5, block_cols=7),
     "ntxent_recompute": partial(
-        ntxent_fused, temperature=0.3, strategy="recompute", block_rows=5, block_cols=7
+        ntxent_loss, temperature=0.3, strategy="recompute", block_rows=5, block_cols=7
     ),
-    "ntxent_reference": partial(ntxent_fused, temperature=0.3, fused=False),
-    "dcl": partial(dcl_fused, temperature=0.2, block_rows=3, block_cols=11),
-    "dcl_recompute": partial(dcl_fused, temperature=0.2, strategy="recompute", block_rows=3),
+    "ntxent_reference": partial(ntxent_loss, temperature=0.3, fused=False),
+    "dcl": partial(dcl_loss, temperature=0.2, block_rows=3, block_cols=11),
+    "dcl_recompute": partial(dcl_loss, temperature=0.2, strategy="recompute", block_rows=3),
 }
 
 

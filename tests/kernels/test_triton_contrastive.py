@@ -10,8 +10,8 @@ import json
 import os
 import subprocess
 import sys
-from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,6 +25,7 @@ def _interpreted_checks() -> dict[str, float]:
 
     from fastssl.kernels import contrastive
     from fastssl.kernels.triton_contrastive import triton_lse
+    from fastssl.loss.ntx_ent_loss import ntxent_memory_bank_loss
 
     assert os.environ.get("TRITON_INTERPRET") == "1"
     errors: dict[str, float] = {}
@@ -44,17 +45,18 @@ def _interpreted_checks() -> dict[str, float]:
         for name, a, b in zip(("dq", "dk"), grads, ref_grads, strict=True):
             errors[f"{name} {n}x{m}x{d}/{n_ex}"] = float((a - b).abs().max() / b.abs().max())
 
-    # The whole losses with the Triton primitive in place of the CPU one, against LightlySSL.
-    original = contrastive.blockwise_lse
-    contrastive_any: object = contrastive
-    contrastive_any.blockwise_lse = partial(original, backend="triton")
+    # The public losses with the Triton backend picked for CPU tensors, against LightlySSL.
+    from fastssl import loss as ours
+
+    original = contrastive.pick_backend
+    contrastive_any: Any = contrastive
+    contrastive_any.pick_backend = lambda q: "triton"
     out0 = torch.randn(19, 12, generator=g, requires_grad=True)
     out1 = torch.randn(19, 12, generator=g, requires_grad=True)
-    bank = torch.nn.functional.normalize(torch.randn(40, 12, generator=g), dim=1)
     cases = {
-        "ntxent": (partial(contrastive.ntxent_fused, temperature=0.2), NTXentLoss(0.2)),
-        "dcl": (partial(contrastive.dcl_fused, temperature=0.1), DCLLoss(0.1)),
-        "dclw": (partial(contrastive.dclw_fused, temperature=0.1), DCLWLoss(0.1)),
+        "ntxent": (ours.NTXentLoss(0.2), NTXentLoss(0.2)),
+        "dcl": (ours.DCLLoss(0.1), DCLLoss(0.1)),
+        "dclw": (ours.DCLWLoss(0.1), DCLWLoss(0.1)),
     }
     for name, (ours_fn, ref_fn) in cases.items():
         loss = ours_fn(out0, out1)
@@ -67,9 +69,9 @@ def _interpreted_checks() -> dict[str, float]:
     torch.manual_seed(1)
     ref_bank_loss = NTXentLoss(0.2, memory_bank_size=(40, 12))
     bank = ref_bank_loss.memory_bank.bank.clone()
-    loss = contrastive.ntxent_fused(out0, out1, 0.2, memory_bank=bank)
+    loss = ntxent_memory_bank_loss(out0, out1, bank, 0.2)
     errors["ntxent bank"] = float((loss - ref_bank_loss(out0, out1)).abs() / loss.abs())
-    contrastive_any.blockwise_lse = original
+    contrastive_any.pick_backend = original
     return errors
 
 

@@ -65,6 +65,7 @@ def _naive_dcl(
     return torch.stack(terms).mean()
 
 
+@pytest.mark.usefixtures("loss_path")
 @pytest.mark.parametrize("n", [2, 3, 8])
 @pytest.mark.parametrize("temperature", [0.07, 0.1, 0.5])
 def test_dcl_matches_lightly(n: int, temperature: float) -> None:
@@ -75,6 +76,7 @@ def test_dcl_matches_lightly(n: int, temperature: float) -> None:
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.usefixtures("loss_path")
 @pytest.mark.parametrize("n", [2, 5])
 @pytest.mark.parametrize(("temperature", "sigma"), [(0.1, 0.5), (0.2, 1.0), (0.5, 0.1)])
 def test_dclw_matches_lightly(n: int, temperature: float, sigma: float) -> None:
@@ -85,6 +87,7 @@ def test_dclw_matches_lightly(n: int, temperature: float, sigma: float) -> None:
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.usefixtures("loss_path")
 def test_custom_weight_fn_matches_lightly() -> None:
     out0, out1 = _pair(4, 6, seed=2)
     ours = _value_and_grads(DCLLoss(0.1, weight_fn=_squared_distance), out0, out1)
@@ -93,6 +96,7 @@ def test_custom_weight_fn_matches_lightly() -> None:
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.usefixtures("loss_path")
 @pytest.mark.parametrize("sigma", [None, 0.5])
 @pytest.mark.parametrize("n", [2, 4])
 def test_matches_paper_formula(sigma: float | None, n: int) -> None:

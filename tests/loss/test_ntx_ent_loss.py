@@ -43,6 +43,7 @@ def _naive_simclr(out0: torch.Tensor, out1: torch.Tensor, temperature: float) ->
     return total / (2 * n)
 
 
+@pytest.mark.usefixtures("loss_path")
 @pytest.mark.parametrize("n", [1, 2, 5])
 @pytest.mark.parametrize("temperature", [0.07, 0.5, -0.3])
 def test_matches_lightly(n: int, temperature: float) -> None:
@@ -53,6 +54,7 @@ def test_matches_lightly(n: int, temperature: float) -> None:
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.usefixtures("loss_path")
 @pytest.mark.parametrize("n", [1, 3, 6])
 @pytest.mark.parametrize("temperature", [0.1, 0.5])
 def test_matches_naive_loop(n: int, temperature: float) -> None:
@@ -73,6 +75,7 @@ def test_identical_views_of_one_image_give_zero() -> None:
     assert NTXentLoss()(out, out).item() == 0.0
 
 
+@pytest.mark.usefixtures("loss_path")
 @pytest.mark.parametrize("bank_size", [4, 10, 32])
 @pytest.mark.parametrize("temperature", [0.1, 0.5])
 def test_memory_bank_matches_lightly(bank_size: int, temperature: float) -> None:
@@ -92,6 +95,7 @@ def test_memory_bank_matches_lightly(bank_size: int, temperature: float) -> None
         assert torch.equal(ours.memory_bank.bank_ptr, theirs.memory_bank.bank_ptr)
 
 
+@pytest.mark.usefixtures("loss_path")
 def test_memory_bank_formula_and_update_rule() -> None:
     loss_fn = NTXentLoss(0.2, memory_bank_size=(6, 4))
     bank_before = loss_fn.memory_bank.bank.clone()

@@ -12,6 +12,9 @@ from torch import Tensor, nn
 
 from fastssl.models.modules.memory_bank import MemoryBankModule
 
+#: Most similarities one nearest-neighbour block holds (16M: 64 MiB in float32).
+_NN_TILE_ELEMS = 1 << 24
+
 
 class NNMemoryBankModule(MemoryBankModule):
     """Memory bank that returns nearest neighbours (NNCLR, Dwibedi et al. 2021,
@@ -118,5 +121,9 @@ class NNMemoryBankModule(MemoryBankModule):
         with torch.no_grad():
             query = nn.functional.normalize(output.detach().to(bank.dtype), dim=1)
             keys = nn.functional.normalize(bank, dim=1)
-            nearest = (query @ keys.T).argmax(dim=1)
+            # Row blocks bound the (rows, K) similarities to _NN_TILE_ELEMS (64 MiB in
+            # float32) instead of a (B, K) matrix: a 4096-image batch against ImageNet's
+            # 98,304-row bank would otherwise hold 1.5 GiB.
+            rows = max(1, _NN_TILE_ELEMS // max(1, keys.shape[0]))
+            nearest = torch.cat([(block @ keys.T).argmax(dim=1) for block in query.split(rows)])
             return bank.index_select(0, nearest)

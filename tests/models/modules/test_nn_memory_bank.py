@@ -44,6 +44,21 @@ def test_matches_lightly_and_naive(num_features: int, dim: int, batch: int) -> N
         assert int(ours.bank_ptr) == int(ref.bank_ptr)
 
 
+@pytest.mark.parametrize("tile_elems", [1, 7, 1 << 24])  # one row per block, 2 rows, all rows
+def test_row_blocks_give_the_same_neighbours(
+    tile_elems: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastssl.models.modules import nn_memory_bank
+
+    monkeypatch.setattr(nn_memory_bank, "_NN_TILE_ELEMS", tile_elems)
+    torch.manual_seed(1)
+    bank = NNMemoryBankModule(size=(3, 5))
+    x = torch.randn(9, 5)
+    bank_before = bank.bank.clone()
+    out = bank(x, update=False)
+    torch.testing.assert_close(out, _naive_nearest(x, bank_before), rtol=1e-5, atol=0)
+
+
 def test_update_happens_after_lookup_and_finds_stored_rows() -> None:
     torch.manual_seed(0)
     bank = NNMemoryBankModule(size=(8, 4))
