@@ -446,7 +446,22 @@ def _train_step(rows: slice, gather: bool, global_batch: int) -> dict[str, Any]:
 
 def _ddp_worker(global_batch: int) -> dict[str, Any]:
     local = global_batch // dist.world_size()
-    return _train_step(slice(dist.rank() * local, (dist.rank() + 1) * local), True, global_batch)
+    shapes: list[tuple[int, int]] = []
+    kernel = contrastive._lse_sum_op
+
+    def recorded(q: Tensor, k: Tensor, *args: Any) -> Any:
+        shapes.append((q.shape[0], k.shape[0]))
+        return kernel(q, k, *args)
+
+    contrastive_any: Any = contrastive
+    contrastive_any._lse_sum_op = recorded
+    try:
+        rows = slice(dist.rank() * local, (dist.rank() + 1) * local)
+        results = _train_step(rows, True, global_batch)
+    finally:
+        contrastive_any._lse_sum_op = kernel
+    results["kernel_shapes"] = shapes
+    return results
 
 
 @pytest.mark.dist
@@ -454,6 +469,10 @@ def test_two_processes_equal_full_batch() -> None:
     global_batch = 12
     per_rank = run_distributed(_ddp_worker, 2, global_batch)
     full = _train_step(slice(None), False, global_batch)
+    # Each process ran the kernel on its own 2 x 6 views against all 2 x 12 gathered views
+    # (ntxent and dcl, eager strategy): local x global similarities, never global squared.
+    for r in per_rank:
+        assert r.pop("kernel_shapes") == [(12, 24), (12, 24)]
     for name, (full_loss, full_grads) in full.items():
         # DDP averages parameter gradients; the mean of the local losses is the global loss.
         mean_loss = sum(r[name][0] for r in per_rank) / 2
