@@ -11,14 +11,11 @@ Private module: the public entry points are the method classes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 from torchvision.models.vision_transformer import VisionTransformer as TorchvisionViT
 
-from fastssl.methods.base import StepInfo
 from fastssl.models.backbones import (
     _ViTFeatures,
     available_backbones,
@@ -29,9 +26,6 @@ from fastssl.models.modules.masked_vision_transformer import MaskedVisionTransfo
 from fastssl.models.modules.masked_vision_transformer_torchvision import (
     MaskedVisionTransformerTorchvision,
 )
-
-#: Default ``info`` of ``training_step`` (StepInfo is frozen, so one shared instance is safe).
-FIRST_STEP = StepInfo()
 
 #: Local (small) crops of multi-crop methods, relative to the global crop (96 / 224 px).
 LOCAL_CROP_FRACTION = 96 / 224
@@ -205,30 +199,3 @@ def local_crop_size(
             f"got {name}={requested!r}."
         )
     return requested
-
-
-def forward_views(fn: Callable[[Tensor], Tensor], views: Sequence[Tensor]) -> list[Tensor]:
-    """Applies ``fn`` to every view, one call per run of consecutive same-size views.
-
-    Concatenating same-size crops makes one large forward instead of many small ones (as the
-    DINO and SwaV reference code does); batch norm then sees the views of a run together.
-
-    Returns:
-        One output per view, in order.
-    """
-    groups: list[list[Tensor]] = []
-    for view in views:
-        if groups and groups[-1][0].shape == view.shape:
-            groups[-1].append(view)
-        else:
-            groups.append([view])
-    outputs: list[Tensor] = []
-    for group in groups:
-        outputs.extend(fn(torch.cat(group)).chunk(len(group)))
-    return outputs
-
-
-def scheduled_step(info: StepInfo) -> tuple[int, int]:
-    """``(step, max_steps)`` with the step clamped to the last one (schedules end there)."""
-    max_steps = max(int(info.max_steps), 1)
-    return min(max(int(info.step), 0), max_steps - 1), max_steps

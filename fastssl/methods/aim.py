@@ -33,8 +33,8 @@ from torchvision.models.vision_transformer import VisionTransformer as Torchvisi
 
 from fastssl.loss.reconstruction_loss import MaskedReconstructionLoss
 from fastssl.methods import _vit
+from fastssl.methods._common import FIRST_STEP, check_count
 from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_views
-from fastssl.methods.dino import check_count
 from fastssl.models.utils import (
     initialize_2d_sine_cosine_positional_embedding,
     patchify,
@@ -232,7 +232,7 @@ class AIM(Method):
         prediction: Tensor = self.projection_head(features + vit.pos_embed)
         return prediction
 
-    def training_step(self, views: Sequence[Tensor], info: StepInfo = _vit.FIRST_STEP) -> Tensor:
+    def training_step(self, views: Sequence[Tensor], info: StepInfo = FIRST_STEP) -> Tensor:
         """AIM loss of the first view, with a fresh random prefix (global torch generator)."""
         images = views[0]
         mask = random_prefix_mask(

@@ -24,9 +24,8 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from fastssl.loss.barlow_twins_loss import BarlowTwinsLoss
-from fastssl.methods import _vit
+from fastssl.methods._common import FIRST_STEP, check_dims, two_views
 from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_view_pair
-from fastssl.methods.simclr import check_dims, two_views
 from fastssl.models.modules.heads.redundancy import BarlowTwinsProjectionHead
 from fastssl.transforms.byol_transform import (
     BYOLTransform,
@@ -83,7 +82,7 @@ class BarlowTwins(Method):
             lambda_param=lambda_param, gather_distributed=gather_distributed
         )
 
-    def training_step(self, views: Sequence[Tensor], info: StepInfo = _vit.FIRST_STEP) -> Tensor:
+    def training_step(self, views: Sequence[Tensor], info: StepInfo = FIRST_STEP) -> Tensor:
         """Barlow Twins loss of the two views."""
         x0, x1 = two_views("BarlowTwins", views)
         z0 = self.projection_head(self(x0))

@@ -25,10 +25,14 @@ import torch
 from torch import Tensor, nn
 
 from fastssl.loss.negative_cosine_similarity import NegativeCosineSimilarity
-from fastssl.methods import _vit
+from fastssl.methods._common import (
+    FIRST_STEP,
+    check_dims,
+    check_momentum,
+    scheduled_step,
+    two_views,
+)
 from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_view_pair
-from fastssl.methods.dino import check_momentum
-from fastssl.methods.simclr import check_dims, two_views
 from fastssl.models.modules.heads.siamese import BYOLPredictionHead, BYOLProjectionHead
 from fastssl.models.utils import (
     momentum_copy,
@@ -98,7 +102,7 @@ class BYOL(Method):
 
     def momentum(self, info: StepInfo) -> float:
         """tau of the step: cosine from ``momentum_start`` to ``momentum_end``."""
-        step, max_steps = _vit.scheduled_step(info)
+        step, max_steps = scheduled_step(info)
         return cosine_schedule(step, max_steps, self.momentum_start, self.momentum_end)
 
     def online(self, images: Tensor) -> Tensor:
@@ -114,7 +118,7 @@ class BYOL(Method):
         )
         return out
 
-    def training_step(self, views: Sequence[Tensor], info: StepInfo = _vit.FIRST_STEP) -> Tensor:
+    def training_step(self, views: Sequence[Tensor], info: StepInfo = FIRST_STEP) -> Tensor:
         """The paper's symmetrised loss: ``sum over both directions of 2 - 2 cos(q, z')``.
 
         Equation 2 of the paper, ``||q/|q| - z'/|z'|||^2 = 2 - 2 cos``, averaged over the

@@ -24,10 +24,8 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from fastssl.loss.dcl_loss import DCLLoss, DCLWLoss
-from fastssl.methods import _vit
+from fastssl.methods._common import FIRST_STEP, check_count, check_dims, forward_views, two_views
 from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_views
-from fastssl.methods.dino import check_count
-from fastssl.methods.simclr import check_dims, two_views
 from fastssl.models.modules.heads.contrastive import SimCLRProjectionHead
 from fastssl.transforms.simclr_transform import SimCLRTransform
 
@@ -90,10 +88,10 @@ class DCL(Method):
         out: Tensor = self.projection_head(self(images))
         return out
 
-    def training_step(self, views: Sequence[Tensor], info: StepInfo = _vit.FIRST_STEP) -> Tensor:
+    def training_step(self, views: Sequence[Tensor], info: StepInfo = FIRST_STEP) -> Tensor:
         """Decoupled contrastive loss of the two views."""
         x0, x1 = two_views(type(self).__name__, views)
-        z0, z1 = _vit.forward_views(self.project, [x0, x1])
+        z0, z1 = forward_views(self.project, [x0, x1])
         loss: Tensor = self.criterion(z0, z1)
         return loss
 

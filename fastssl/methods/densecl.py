@@ -29,9 +29,15 @@ from torch import Tensor, nn
 
 from fastssl.loss.ntx_ent_loss import ntxent_memory_bank_loss
 from fastssl.methods import _vit
+from fastssl.methods._common import (
+    FIRST_STEP,
+    check_count,
+    check_dims,
+    check_momentum,
+    scheduled_step,
+    two_views,
+)
 from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_views
-from fastssl.methods.dino import check_count, check_momentum
-from fastssl.methods.simclr import check_dims, two_views
 from fastssl.models.backbones import build_backbone
 from fastssl.models.modules.heads.contrastive import DenseCLProjectionHead
 from fastssl.models.modules.memory_bank import MemoryBankModule
@@ -203,7 +209,7 @@ class DenseCL(Method):
 
     def momentum(self, info: StepInfo) -> float:
         """EMA momentum of the step (cosine from ``momentum_start`` to ``momentum_end``)."""
-        step, max_steps = _vit.scheduled_step(info)
+        step, max_steps = scheduled_step(info)
         return cosine_schedule(step, max_steps, self.momentum_start, self.momentum_end)
 
     @staticmethod
@@ -237,7 +243,7 @@ class DenseCL(Method):
             return tuple(batch_unshuffle(x, order, distributed=True) for x in out)  # type: ignore[return-value]
         return out
 
-    def training_step(self, views: Sequence[Tensor], info: StepInfo = _vit.FIRST_STEP) -> Tensor:
+    def training_step(self, views: Sequence[Tensor], info: StepInfo = FIRST_STEP) -> Tensor:
         """DenseCL loss: view 0 queries, view 1 keys."""
         x_query, x_key = two_views("DenseCL", views)
         m = self.momentum(info)

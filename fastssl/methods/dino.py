@@ -27,6 +27,13 @@ from torch import Tensor, nn
 
 from fastssl.loss.dino_loss import DINOLoss
 from fastssl.methods import _vit
+from fastssl.methods._common import (
+    FIRST_STEP,
+    check_count,
+    check_momentum,
+    forward_views,
+    scheduled_step,
+)
 from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_views
 from fastssl.models.modules.heads.clustering import DINOProjectionHead
 from fastssl.models.utils import (
@@ -35,19 +42,6 @@ from fastssl.models.utils import (
 )
 from fastssl.transforms.dino_transform import DINOTransform
 from fastssl.utils.scheduler import cosine_schedule
-
-
-def check_momentum(start: float, end: float) -> None:
-    """Raises a ValueError naming the argument if an EMA momentum is outside [0, 1]."""
-    for name, value in (("momentum_start", start), ("momentum_end", end)):
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"'{name}' must be in [0, 1], got {name}={value!r}.")
-
-
-def check_count(name: str, value: int, minimum: int) -> None:
-    """Raises a ValueError naming the argument if ``value`` is not an int >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"'{name}' must be an integer >= {minimum}, got {name}={value!r}.")
 
 
 class DINO(Method):
@@ -161,7 +155,7 @@ class DINO(Method):
 
     def momentum(self, info: StepInfo) -> float:
         """The EMA momentum of the step: cosine from ``momentum_start`` to ``momentum_end``."""
-        step, max_steps = _vit.scheduled_step(info)
+        step, max_steps = scheduled_step(info)
         return cosine_schedule(step, max_steps, self.momentum_start, self.momentum_end)
 
     def _student(self, images: Tensor) -> Tensor:
@@ -172,7 +166,7 @@ class DINO(Method):
         out: Tensor = self.teacher_head(self.teacher_backbone(images).flatten(start_dim=1))
         return out
 
-    def training_step(self, views: Sequence[Tensor], info: StepInfo = _vit.FIRST_STEP) -> Tensor:
+    def training_step(self, views: Sequence[Tensor], info: StepInfo = FIRST_STEP) -> Tensor:
         """DINO loss of a batch: 2 global views first, then the local views."""
         if len(views) < 2:
             raise ValueError(
@@ -182,8 +176,8 @@ class DINO(Method):
         update_momentum(self.backbone, self.teacher_backbone, momentum)
         update_momentum(self.head, self.teacher_head, momentum)
         with torch.no_grad():
-            teacher_out = _vit.forward_views(self._teacher, views[:2])
-        student_out = _vit.forward_views(self._student, views)
+            teacher_out = forward_views(self._teacher, views[:2])
+        student_out = forward_views(self._student, views)
         loss: Tensor = self.criterion(teacher_out, student_out, epoch=info.epoch)
         return loss
 

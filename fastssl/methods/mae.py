@@ -28,8 +28,8 @@ from torchvision.models.vision_transformer import VisionTransformer as Torchvisi
 
 from fastssl.loss.reconstruction_loss import MaskedReconstructionLoss
 from fastssl.methods import _vit
+from fastssl.methods._common import FIRST_STEP, check_count, check_mask_ratio
 from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_views
-from fastssl.methods.dino import check_count
 from fastssl.models.modules.masked_autoencoder import MAEDecoder
 from fastssl.models.modules.masked_autoencoder_timm import MAEDecoderTIMM
 from fastssl.models.modules.masked_vision_transformer import MaskedVisionTransformer
@@ -41,12 +41,6 @@ from fastssl.models.utils import (
     set_at_index,
 )
 from fastssl.transforms.mae_transform import MAETransform
-
-
-def check_mask_ratio(mask_ratio: float) -> None:
-    """Raises a ValueError naming ``mask_ratio`` unless it is in (0, 1)."""
-    if not 0.0 < mask_ratio < 1.0:
-        raise ValueError(f"'mask_ratio' must be in (0, 1), got mask_ratio={mask_ratio!r}.")
 
 
 class MAE(Method):
@@ -157,7 +151,7 @@ class MAE(Method):
         prediction: Tensor = self.decoder.predict(get_at_index(decoded, idx_mask))
         return prediction
 
-    def training_step(self, views: Sequence[Tensor], info: StepInfo = _vit.FIRST_STEP) -> Tensor:
+    def training_step(self, views: Sequence[Tensor], info: StepInfo = FIRST_STEP) -> Tensor:
         """MAE loss of the first view, with a fresh random mask (global torch generator)."""
         images = views[0]
         idx_keep, idx_mask = random_token_mask(

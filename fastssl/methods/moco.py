@@ -32,10 +32,15 @@ from torch import Tensor, nn
 
 from fastssl.kernels import contrastive
 from fastssl.loss.ntx_ent_loss import NTXentLoss
-from fastssl.methods import _vit
+from fastssl.methods._common import (
+    FIRST_STEP,
+    check_count,
+    check_dims,
+    check_momentum,
+    scheduled_step,
+    two_views,
+)
 from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_view_pair, build_views
-from fastssl.methods.dino import check_count, check_momentum
-from fastssl.methods.simclr import check_dims, two_views
 from fastssl.models.modules.heads.base import ProjectionHead, mlp_blocks
 from fastssl.models.modules.heads.contrastive import MoCoProjectionHead
 from fastssl.models.utils import (
@@ -215,7 +220,7 @@ class MoCo(Method):
         """EMA momentum of the step: constant for v2, cosine to ``momentum_end`` for v3."""
         if self.version == "v2":
             return self.momentum_start
-        step, max_steps = _vit.scheduled_step(info)
+        step, max_steps = scheduled_step(info)
         return cosine_schedule(step, max_steps, self.momentum_start, self.momentum_end)
 
     def query(self, images: Tensor) -> Tensor:
@@ -238,7 +243,7 @@ class MoCo(Method):
             out = batch_unshuffle(out, order, distributed=True)
         return out
 
-    def training_step(self, views: Sequence[Tensor], info: StepInfo = _vit.FIRST_STEP) -> Tensor:
+    def training_step(self, views: Sequence[Tensor], info: StepInfo = FIRST_STEP) -> Tensor:
         """MoCo loss of the two views (v2: view 0 queries, view 1 keys; v3: symmetric)."""
         x0, x1 = two_views("MoCo", views)
         m = self.momentum(info)

@@ -35,8 +35,14 @@ from torch import Tensor, nn
 from fastssl.loss.msn_loss import MSNLoss
 from fastssl.loss.pmsn_loss import PMSNLoss
 from fastssl.methods import _vit
+from fastssl.methods._common import (
+    FIRST_STEP,
+    check_count,
+    check_momentum,
+    forward_views,
+    scheduled_step,
+)
 from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_views
-from fastssl.methods.dino import check_count, check_momentum
 from fastssl.models.modules.heads.clustering import MSNProjectionHead
 from fastssl.models.utils import (
     momentum_copy,
@@ -174,7 +180,7 @@ class MSN(Method):
 
     def momentum(self, info: StepInfo) -> float:
         """The EMA momentum of the step: linear from ``momentum_start`` to ``momentum_end``."""
-        step, max_steps = _vit.scheduled_step(info)
+        step, max_steps = scheduled_step(info)
         progress = step / (max_steps - 1) if max_steps > 1 else 1.0
         return self.momentum_start + (self.momentum_end - self.momentum_start) * progress
 
@@ -192,7 +198,7 @@ class MSN(Method):
         out: Tensor = self.projection_head(self.backbone(images, idx_keep=self.mask(images)))
         return out
 
-    def training_step(self, views: Sequence[Tensor], info: StepInfo = _vit.FIRST_STEP) -> Tensor:
+    def training_step(self, views: Sequence[Tensor], info: StepInfo = FIRST_STEP) -> Tensor:
         """MSN loss: view 0 is the target, views 1.. the anchors (random, then focal)."""
         if len(views) < 2:
             raise ValueError(
@@ -205,7 +211,7 @@ class MSN(Method):
         with torch.no_grad():
             targets = self.target_projection_head(self.target_backbone(views[0]))
         # View-major (V * B, D) anchors, as MSNLoss expects.
-        anchors = torch.cat(_vit.forward_views(self._anchor, views[1:]))
+        anchors = torch.cat(forward_views(self._anchor, views[1:]))
         loss: Tensor = self.criterion(
             anchors,
             targets,

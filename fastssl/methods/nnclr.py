@@ -24,9 +24,8 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from fastssl.loss.ntx_ent_loss import NTXentLoss
-from fastssl.methods import _vit
+from fastssl.methods._common import FIRST_STEP, check_dims, two_views
 from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_views
-from fastssl.methods.simclr import check_dims, two_views
 from fastssl.models.modules.heads.siamese import NNCLRPredictionHead, NNCLRProjectionHead
 from fastssl.models.modules.nn_memory_bank import NNMemoryBankModule
 from fastssl.transforms.simclr_transform import SimCLRTransform
@@ -93,7 +92,7 @@ class NNCLR(Method):
         )
         self.criterion = NTXentLoss(temperature=temperature, gather_distributed=gather_distributed)
 
-    def training_step(self, views: Sequence[Tensor], info: StepInfo = _vit.FIRST_STEP) -> Tensor:
+    def training_step(self, views: Sequence[Tensor], info: StepInfo = FIRST_STEP) -> Tensor:
         """Symmetric NNCLR loss of the two views."""
         x0, x1 = two_views("NNCLR", views)
         z0 = self.projection_head(self(x0))

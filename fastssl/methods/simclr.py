@@ -24,27 +24,10 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from fastssl.loss.ntx_ent_loss import NTXentLoss
-from fastssl.methods import _vit
+from fastssl.methods._common import FIRST_STEP, check_count, check_dims, forward_views, two_views
 from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_views
-from fastssl.methods.dino import check_count
 from fastssl.models.modules.heads.contrastive import SimCLRProjectionHead
 from fastssl.transforms.simclr_transform import SimCLRTransform
-
-
-def two_views(method: str, views: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-    """The two views of a two-view method, or a ValueError naming the method.
-
-    Extra views are an error rather than silently ignored: they would be a wrong transform.
-    """
-    if len(views) != 2:
-        raise ValueError(f"{method} needs exactly 2 views per batch, got {len(views)}.")
-    return views[0], views[1]
-
-
-def check_dims(**dims: int) -> None:
-    """Raises a ValueError naming the first head dimension that is not an integer >= 1."""
-    for name, value in dims.items():
-        check_count(name, value, 1)
 
 
 class SimCLR(Method):
@@ -109,12 +92,12 @@ class SimCLR(Method):
         out: Tensor = self.projection_head(self(images))
         return out
 
-    def training_step(self, views: Sequence[Tensor], info: StepInfo = _vit.FIRST_STEP) -> Tensor:
+    def training_step(self, views: Sequence[Tensor], info: StepInfo = FIRST_STEP) -> Tensor:
         """NT-Xent loss of the two views."""
         x0, x1 = two_views("SimCLR", views)
         # One forward for both views: the head's batch norm then normalises over 2B samples,
         # as the reference implementation does.
-        z0, z1 = _vit.forward_views(self.project, [x0, x1])
+        z0, z1 = forward_views(self.project, [x0, x1])
         loss: Tensor = self.criterion(z0, z1)
         return loss
 

@@ -25,8 +25,8 @@ from torch import Tensor, nn
 
 from fastssl.loss.reconstruction_loss import MaskedReconstructionLoss
 from fastssl.methods import _vit
+from fastssl.methods._common import FIRST_STEP, check_mask_ratio
 from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_views
-from fastssl.methods.mae import check_mask_ratio
 from fastssl.models.modules.masked_vision_transformer import MaskedVisionTransformer
 from fastssl.models.utils import get_at_index, patchify, random_token_mask
 from fastssl.transforms.mae_transform import MAETransform
@@ -88,7 +88,7 @@ class SimMIM(Method):
         prediction: Tensor = self.decoder(get_at_index(encoded, idx_mask))
         return prediction
 
-    def training_step(self, views: Sequence[Tensor], info: StepInfo = _vit.FIRST_STEP) -> Tensor:
+    def training_step(self, views: Sequence[Tensor], info: StepInfo = FIRST_STEP) -> Tensor:
         """SimMIM loss of the first view, with a fresh random mask (global torch generator)."""
         images = views[0]
         _, idx_mask = random_token_mask(

@@ -25,9 +25,8 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from fastssl.loss.negative_cosine_similarity import NegativeCosineSimilarity
-from fastssl.methods import _vit
+from fastssl.methods._common import FIRST_STEP, check_dims, two_views
 from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_views
-from fastssl.methods.simclr import check_dims, two_views
 from fastssl.models.modules.heads.siamese import SimSiamPredictionHead, SimSiamProjectionHead
 from fastssl.transforms.simsiam_transform import SimSiamTransform
 
@@ -88,7 +87,7 @@ class SimSiam(Method):
         self.prediction_head = SimSiamPredictionHead(output_dim, pred_hidden_dim, output_dim)
         self.criterion = NegativeCosineSimilarity()
 
-    def training_step(self, views: Sequence[Tensor], info: StepInfo = _vit.FIRST_STEP) -> Tensor:
+    def training_step(self, views: Sequence[Tensor], info: StepInfo = FIRST_STEP) -> Tensor:
         """Symmetric SimSiam loss of the two views."""
         x0, x1 = two_views("SimSiam", views)
         z0 = self.projection_head(self(x0))

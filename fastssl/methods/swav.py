@@ -27,8 +27,8 @@ from torch import Tensor, nn
 
 from fastssl.loss.swav_loss import SwaVLoss
 from fastssl.methods import _vit
+from fastssl.methods._common import FIRST_STEP, check_count, forward_views
 from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_views
-from fastssl.methods.dino import check_count
 from fastssl.models.modules.heads.clustering import SwaVProjectionHead, SwaVPrototypes
 from fastssl.models.modules.memory_bank import MemoryBankModule
 from fastssl.transforms.swav_transform import SwaVTransform
@@ -158,7 +158,7 @@ class SwaV(Method):
             return None
         return [self._scores(features) for features in queued if features is not None]
 
-    def training_step(self, views: Sequence[Tensor], info: StepInfo = _vit.FIRST_STEP) -> Tensor:
+    def training_step(self, views: Sequence[Tensor], info: StepInfo = FIRST_STEP) -> Tensor:
         """SwaV loss of a batch: the global crops first, then the local crops."""
         if len(views) < max(self.n_high_res_views + 1, 2):
             raise ValueError(
@@ -166,7 +166,7 @@ class SwaV(Method):
                 f"in all, got {len(views)} views."
             )
         self.prototypes.normalize()
-        features = _vit.forward_views(self._project, views)
+        features = forward_views(self._project, views)
         scores = [self._scores(f) for f in features]
         high = self.n_high_res_views
         queue_scores = self._queue_scores(features[:high], info.epoch)

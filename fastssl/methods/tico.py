@@ -25,10 +25,14 @@ import torch
 from torch import Tensor, nn
 
 from fastssl.loss.tico_loss import TiCoLoss
-from fastssl.methods import _vit
+from fastssl.methods._common import (
+    FIRST_STEP,
+    check_dims,
+    check_momentum,
+    scheduled_step,
+    two_views,
+)
 from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_view_pair
-from fastssl.methods.dino import check_momentum
-from fastssl.methods.simclr import check_dims, two_views
 from fastssl.models.modules.heads.siamese import TiCoProjectionHead
 from fastssl.models.utils import (
     momentum_copy,
@@ -98,7 +102,7 @@ class TiCo(Method):
 
     def momentum(self, info: StepInfo) -> float:
         """EMA momentum of the step: cosine from ``momentum_start`` to ``momentum_end``."""
-        step, max_steps = _vit.scheduled_step(info)
+        step, max_steps = scheduled_step(info)
         return cosine_schedule(step, max_steps, self.momentum_start, self.momentum_end)
 
     @torch.no_grad()
@@ -109,7 +113,7 @@ class TiCo(Method):
         )
         return out
 
-    def training_step(self, views: Sequence[Tensor], info: StepInfo = _vit.FIRST_STEP) -> Tensor:
+    def training_step(self, views: Sequence[Tensor], info: StepInfo = FIRST_STEP) -> Tensor:
         """TiCo loss: online embedding of view 0 against the momentum embedding of view 1."""
         x0, x1 = two_views("TiCo", views)
         m = self.momentum(info)

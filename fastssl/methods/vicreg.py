@@ -24,10 +24,8 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from fastssl.loss.vicreg_loss import VICRegLoss
-from fastssl.methods import _vit
+from fastssl.methods._common import FIRST_STEP, check_count, check_dims, two_views
 from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_views
-from fastssl.methods.dino import check_count
-from fastssl.methods.simclr import check_dims, two_views
 from fastssl.models.modules.heads.redundancy import VICRegProjectionHead
 from fastssl.transforms.vicreg_transform import VICRegTransform
 
@@ -91,7 +89,7 @@ class VICReg(Method):
             gather_distributed=gather_distributed,
         )
 
-    def training_step(self, views: Sequence[Tensor], info: StepInfo = _vit.FIRST_STEP) -> Tensor:
+    def training_step(self, views: Sequence[Tensor], info: StepInfo = FIRST_STEP) -> Tensor:
         """VICReg loss of the two views."""
         x0, x1 = two_views("VICReg", views)
         z0 = self.projection_head(self(x0))

@@ -3,6 +3,7 @@ from __future__ import annotations
 import copy
 import importlib
 import math
+import pkgutil
 from collections.abc import Callable
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from fastssl.models import utils
+from fastssl.models import _utils, utils
 from fastssl.utils import dist
 from tests._distributed import run_distributed
 
@@ -629,3 +630,24 @@ def test_normalize_mean_var(dim: int) -> None:
         x.var(dim, keepdim=True, unbiased=True) + 1e-6
     )
     torch.testing.assert_close(out, naive, rtol=1e-4, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------
+# The public module re-exports the private ones
+# ------------------------------------------------------------------------------------------
+
+
+def test_every_public_helper_is_reexported() -> None:
+    """A helper added to ``fastssl/models/_utils/`` is reachable at LightlySSL's path."""
+    for info in pkgutil.iter_modules(_utils.__path__):
+        module = importlib.import_module(f"fastssl.models._utils.{info.name}")
+        public = {
+            name
+            for name, value in vars(module).items()
+            if not name.startswith("_")
+            and callable(value)
+            and getattr(value, "__module__", None) == module.__name__
+        }
+        assert public <= set(utils.__all__), sorted(public - set(utils.__all__))
+    for name in utils.__all__:
+        assert getattr(utils, name) is not None
