@@ -44,16 +44,21 @@ Example:
 from __future__ import annotations
 
 import itertools
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from fastssl.data.manifest import (
+    DALI_IMAGE_EXTENSIONS,
+    MANIFEST_NAME,
+    check_webdataset_manifest,
+    read_manifest,
+    shard_path,
+)
 from fastssl.transforms.view_spec import ViewSpec
 
 # Extensions the WebDataset reader treats as the image member (DALI decodes all of them).
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "ppm", "pgm", "pnm")
 # ROI decoding decodes each view's crop separately: on the GPU it pays while the crops cost
 # less than one full decode plus per-view crops, i.e. for two or three views.
 ROI_DECODE_MAX_VIEWS = 3
@@ -131,16 +136,17 @@ def webdataset_reader(root: str | os.PathLike[str]) -> ReaderSpec:
     """Reads the manifest of a ``fastssl shards`` WebDataset output.
 
     Raises:
-        FileNotFoundError: When a shard or its DALI index is missing.
+        FileNotFoundError: When there is no manifest.
+        ManifestError: When the manifest is damaged, or a shard or its DALI index is missing.
+        UnsafeShardError: When a listed file lies outside the folder or is not a regular file.
     """
     root = os.fspath(root)
-    with open(os.path.join(root, "manifest.json")) as handle:
-        manifest = json.load(handle)
-    tars = tuple(os.path.join(root, shard["file"]) for shard in manifest["shards"])
-    indexes = tuple(os.path.join(root, shard["index"]) for shard in manifest["shards"])
-    for path in tars + indexes:
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{path} is missing: convert {root!r} again")
+    manifest = read_manifest(root)
+    where = os.path.join(root, MANIFEST_NAME)
+    check_webdataset_manifest(manifest, where, verify=False)
+    shards = manifest["shards"]
+    tars = tuple(shard_path(root, where, i, shard["file"]) for i, shard in enumerate(shards))
+    indexes = tuple(shard_path(root, where, i, shard["index"]) for i, shard in enumerate(shards))
     return ReaderSpec(
         kind="webdataset",
         num_samples=int(manifest["num_samples"]),
@@ -236,7 +242,7 @@ def build_pipeline(
             encoded, cls = fn.readers.webdataset(
                 paths=list(reader.tars),
                 index_paths=list(reader.indexes),
-                ext=[";".join(IMAGE_EXTS), "cls"],
+                ext=[";".join(DALI_IMAGE_EXTENSIONS), "cls"],
                 missing_component_behavior="error",
                 **common,
             )

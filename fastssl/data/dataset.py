@@ -14,7 +14,6 @@ worker re-raises it in the main process with the file name in the message.
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import tempfile
@@ -24,16 +23,15 @@ from typing import Any
 
 from PIL import Image
 
-# Same extensions as torchvision's ImageFolder and lightly 1.6.
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+from fastssl.data import images
+
+# The one list of image extensions (fastssl.data.images), with dots: torchvision's
+# ImageFolder and lightly 1.6 list these too, plus gif and pnm, which shards also hold.
+IMG_EXTENSIONS = tuple(f".{ext}" for ext in images.IMAGE_EXTENSIONS)
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mpg", ".hevc", ".m4v", ".webm", ".mpeg")
 
-# What PIL raises on a broken file: OSError (truncated data, UnidentifiedImageError),
-# SyntaxError and ValueError (malformed headers), DecompressionBombError (absurd sizes).
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
-# What decoding the pixels of an opened image raises (truncated or corrupt data); narrower,
-# so that a bug in a lazily decoding transform is not mistaken for a broken file.
-_PIXEL_ERRORS = (OSError, SyntaxError)
+_DECODE_ERRORS = images.DECODE_ERRORS
+_PIXEL_ERRORS = images.PIXEL_ERRORS
 
 
 class UnreadableImageError(RuntimeError):
@@ -54,16 +52,17 @@ class UnreadableImageError(RuntimeError):
 def pil_loader(path: str) -> Image.Image:
     """Loads an image file as an RGB PIL image, raising ``UnreadableImageError`` on failure.
 
+    EXIF orientation is applied and 16-bit data scaled to 8 bits, as everywhere in fastssl
+    (:func:`fastssl.data.images.load_rgb`).
+
     Args:
         path: Path to the image file.
 
     Returns:
-        The decoded RGB image (fully loaded, file closed).
+        The decoded, upright RGB image (fully loaded, file closed).
     """
     try:
-        with open(path, "rb") as file:
-            image = Image.open(file)
-            return image.convert("RGB")  # convert() forces the full decode
+        return images.load_rgb(path)
     except _DECODE_ERRORS as error:
         raise UnreadableImageError(path, error) from error
 
@@ -72,20 +71,22 @@ def open_image(path: str) -> Image.Image:
     """Opens an image file without decoding it (header read, pixels not yet decoded).
 
     For transforms that decode by themselves (``decodes_lazily``), e.g. at a reduced JPEG
-    scale. The file's bytes are read into memory, so no file handle stays open.
+    scale. The file's bytes are read into memory, so no file handle stays open. An image
+    with an EXIF orientation or 16-bit data is decoded here, upright and 8-bit
+    (:func:`fastssl.data.images.open_bytes`), so lazy decoding gives the same pixels.
 
     Args:
         path: Path to the image file.
 
     Returns:
-        The opened, undecoded PIL image.
+        The opened PIL image (undecoded unless it needed turning or rescaling).
 
     Raises:
         UnreadableImageError: When the file cannot be read or is not an image.
     """
     try:
         with open(path, "rb") as file:
-            return Image.open(io.BytesIO(file.read()))
+            return images.open_bytes(file.read())
     except _DECODE_ERRORS as error:
         raise UnreadableImageError(path, error) from error
 

@@ -21,12 +21,11 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from fastssl.data.shards import FFCV_NAME, MANIFEST_NAME
+from fastssl.data.manifest import FFCV_NAME, read_manifest
 
 
 def _import_ffcv() -> Any:
@@ -55,11 +54,7 @@ def beton_path(root: str | os.PathLike[str]) -> str:
     path = os.fspath(root)
     if os.path.isfile(path):
         return path
-    manifest = os.path.join(path, MANIFEST_NAME)
-    if not os.path.exists(manifest):
-        raise FileNotFoundError(f"{manifest} not found: {path!r} is not a finished conversion")
-    with open(manifest) as handle:
-        found = json.load(handle).get("format")
+    found = read_manifest(path).get("format")
     if found != "ffcv":
         raise ValueError(f"{path!r} holds format {found!r}; ffcv_loader reads 'ffcv'")
     return os.path.join(path, FFCV_NAME)

@@ -17,10 +17,34 @@ A conversion runs in two phases:
    against their sha256), deletes leftovers and ``*.tmp`` files, writes the rest and
    ends with the same bytes and ``manifest.json`` as an uninterrupted run.
 
+Every file found is either a sample or a ``skipped`` entry with its reason: besides files
+that do not decode, that covers dangling symbolic links, symbolic link loops (a link to a
+folder that contains it is not followed), FIFOs, sockets and devices (never opened) and
+unreadable folders. Links to files and to other folders are followed.
+
+File names are bytes on POSIX; one that is not UTF-8 is read as it is, and shown in
+``manifest.json`` and ``<key>.json`` with its undecodable bytes as ``\\xNN`` escapes
+(``os.fsencode(path).decode("utf-8", "backslashreplace")``), so both stay valid UTF-8
+JSON; ``<key>.json`` then also holds ``path_bytes``, the original bytes in hex.
+
+Images are stored as they look: when ``max_side`` re-encodes an image, its EXIF
+orientation is applied and 16-bit data scaled to 8 bits first (:mod:`fastssl.data.images`,
+which the readers use for copied originals too); the recorded width and height are the
+upright size. A file in a format that not every engine decodes (outside
+:data:`fastssl.data.manifest.SHARD_IMAGE_EXTENSIONS`: a GIF or a TGA, say) is stored as a
+lossless PNG.
+
+One run at a time: a conversion holds an exclusive lock (``fcntl.flock``) on
+``DST/.lock`` and a second run into the same DST stops at once with
+:class:`DstLockedError`. The kernel releases the lock when its process ends, even when it
+is killed, so a ``.lock`` file left behind is never stale: the next run takes it over.
+Where the file system has no locks (some network mounts) a warning says the run goes
+ahead unlocked.
+
 Shard layout: per sample ``<key>.<ext>`` (the original bytes, or a JPEG re-encoded when
 ``max_side`` shrinks the image), ``<key>.cls`` (class index, ASCII) and ``<key>.json``
 (``{"class", "height", "path", "width"}``: the class name, the source path relative to
-``SRC`` and the original size). ``<key>`` is the sample's position in the shuffled
+``SRC`` and the original size, upright). ``<key>`` is the sample's position in the shuffled
 order, zero padded (so a key never contains a dot, which WebDataset reads as an
 extension separator). Tar headers are fixed (mtime 0, uid/gid 0, no user names, mode
 0644, USTAR), so the same input and settings give byte-identical shards, whatever
@@ -37,7 +61,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import hashlib
 import io
 import json
@@ -45,7 +71,9 @@ import multiprocessing
 import os
 import random
 import re
+import stat
 import tarfile
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -53,16 +81,20 @@ from typing import Any, Literal, TypeVar
 
 from PIL import Image, UnidentifiedImageError
 
-MANIFEST_NAME = "manifest.json"
+from fastssl.data import images
+from fastssl.data.manifest import FFCV_NAME, MANIFEST_NAME
+
 PLAN_NAME = ".plan.json"
+LOCK_NAME = ".lock"
 TMP_SUFFIX = ".tmp"
-FFCV_NAME = "dataset.beton"
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2: EXIF orientation and 16-bit scaling; a plan of another version is redone
 _BLOCK = 512
 _CHUNK = 1 << 20
 _SHARD_RE = re.compile(r"^shard-(\d{6,})\.(tar|idx)$")
-# Pillow's format name -> the extension WebDataset and DALI readers select members by.
-_FORMAT_EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp", "GIF": "gif"}
+# Pillow's format name -> the extension WebDataset and DALI readers select members by
+# (all in SHARD_IMAGE_EXTENSIONS); other formats (GIF: DALI cannot decode it) are stored
+# re-encoded as PNG.
+_FORMAT_EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp"}
 _FORMAT_EXT.update({"TIFF": "tiff", "PPM": "ppm", "MPO": "jpg"})
 
 T = TypeVar("T")
@@ -115,6 +147,20 @@ def parse_size(text: str | int) -> int:
     if value < 1:
         raise ValueError(f"max_size={text!r} must be at least 1 byte")
     return int(value)
+
+
+class DstLockedError(RuntimeError):
+    """Another conversion is writing into the same DST (it holds ``DST/.lock``)."""
+
+
+def display_path(path: str) -> str:
+    """A source path as valid Unicode: bytes of a non-UTF-8 name become ``\\xNN`` escapes.
+
+    Example:
+        >>> display_path(os.fsdecode(b"caf\\xe9.png"))
+        'caf\\\\xe9.png'
+    """
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 @dataclass(frozen=True)
@@ -230,54 +276,112 @@ def shard_name(index: int, suffix: str = "tar") -> str:
 
 
 def list_source(src: str | os.PathLike[str]) -> tuple[list[str], list[SourceFile], list[Skipped]]:
-    """Lists the files under ``src`` in sorted order.
+    """Lists the files under ``src`` in sorted order; every entry found is in the result.
 
     Classes are the sorted top-level folders of ``src`` (files in a class folder's
     subfolders belong to it). A folder without subfolders is one class named ``"."``;
     otherwise files directly in ``src`` are skipped as outside any class folder.
+    Symbolic links are followed, except a link to a folder that contains it (a loop).
+    Whatever cannot become a sample (a dangling link, a link loop, a FIFO, socket or
+    device, an unreadable folder) is returned as :class:`Skipped` with the reason.
 
     Raises:
         ValueError: When ``src`` does not exist, is not a folder or holds no file.
     """
     root = os.fspath(src)
     if not os.path.exists(root):
-        raise ValueError(f"SRC {root!r} does not exist")
+        raise ValueError(f"SRC {display_path(root)!r} does not exist")
     if not os.path.isdir(root):
-        raise ValueError(f"SRC {root!r} is not a folder")
+        raise ValueError(f"SRC {display_path(root)!r} is not a folder")
     entries = sorted(os.scandir(root), key=lambda e: e.name)
     class_dirs = [e.name for e in entries if e.is_dir()]
     files: list[SourceFile] = []
     skipped: list[Skipped] = []
+    root_id = _identity(os.stat(root))
     if not class_dirs:
         classes = ["."]
-        files = [_source_file(root, e.name, 0) for e in entries if e.is_file()]
+        _list_folder(root, "", 0, frozenset({root_id}), files, skipped)
     else:
         classes = class_dirs
         for entry in entries:
-            if entry.is_file():
+            if not entry.is_dir():
                 skipped.append(Skipped(entry.name, "outside any class folder"))
         for label, name in enumerate(class_dirs):
-            for dirpath, dirnames, filenames in os.walk(os.path.join(root, name)):
-                dirnames.sort()
-                rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
-                for filename in sorted(filenames):
-                    if os.path.isfile(os.path.join(dirpath, filename)):
-                        files.append(_source_file(root, f"{rel_dir}/{filename}", label))
+            class_id = _identity(os.stat(os.path.join(root, name)))
+            if class_id == root_id:
+                skipped.append(Skipped(name, _LOOP))
+                continue
+            _list_folder(root, name, label, frozenset({root_id, class_id}), files, skipped)
     files.sort(key=lambda f: f.path)
     if not files and not skipped:
-        raise ValueError(f"SRC {root!r} holds no files to convert")
+        raise ValueError(f"SRC {display_path(root)!r} holds no files to convert")
     return classes, files, skipped
 
 
-def _source_file(root: str, rel: str, label: int) -> SourceFile:
-    return SourceFile(rel, label, os.path.getsize(os.path.join(root, rel)))
+_LOOP = "symbolic link loop (a link to a folder that contains it); not followed"
+_KINDS = {
+    stat.S_IFIFO: "FIFO",
+    stat.S_IFSOCK: "socket",
+    stat.S_IFCHR: "character device",
+    stat.S_IFBLK: "block device",
+}
+
+
+def _identity(info: os.stat_result) -> tuple[int, int]:
+    return info.st_dev, info.st_ino
+
+
+def _list_folder(
+    root: str,
+    top: str,
+    label: int,
+    ancestors: frozenset[tuple[int, int]],
+    files: list[SourceFile],
+    skipped: list[Skipped],
+) -> None:
+    """Adds the files under ``root/top`` (recursively) to ``files``, the rest to ``skipped``.
+
+    ``ancestors`` holds the (device, inode) of the folders above, to detect link loops.
+    A stack rather than recursion: deep trees do not reach Python's recursion limit.
+    """
+    stack = [(top, ancestors)]
+    while stack:
+        folder, above = stack.pop()
+        try:
+            entries = sorted(os.scandir(os.path.join(root, folder)), key=lambda e: e.name)
+        except OSError as error:
+            skipped.append(Skipped(folder, f"unreadable folder: {error.strerror or error}"))
+            continue
+        for entry in entries:
+            rel = f"{folder}/{entry.name}" if folder else entry.name
+            try:
+                info = os.stat(entry.path)  # follows links
+            except OSError as error:
+                if error.errno == errno.ELOOP:
+                    reason = "symbolic link loop (the link resolves to itself)"
+                elif entry.is_symlink():
+                    reason = "dangling symbolic link (its target does not exist)"
+                else:
+                    reason = f"unreadable: {error.strerror or error}"
+                skipped.append(Skipped(rel, reason))
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                if _identity(info) in above:
+                    skipped.append(Skipped(rel, _LOOP))
+                else:
+                    stack.append((rel, above | {_identity(info)}))
+            elif stat.S_ISREG(info.st_mode):
+                files.append(SourceFile(rel, label, info.st_size))
+            else:
+                kind = _KINDS.get(stat.S_IFMT(info.st_mode), "special file")
+                skipped.append(Skipped(rel, f"not a regular file ({kind}); not opened"))
 
 
 def source_fingerprint(files: Sequence[SourceFile]) -> str:
     """sha256 over the sorted (path, size, label) listing: cheap, and changes when SRC does."""
     digest = hashlib.sha256()
     for f in files:
-        digest.update(f"{f.path}\t{f.size}\t{f.label}\n".encode())
+        digest.update(os.fsencode(f.path) + f"\t{f.size}\t{f.label}\n".encode())
     return digest.hexdigest()
 
 
@@ -303,7 +407,9 @@ def render_payload(src: str, file: SourceFile, max_side: int | None, quality: in
     """The bytes of a file's image member (what :func:`render` described)."""
     _, payload = _render(src, file, max_side, quality)
     if payload is None:
-        raise RuntimeError(f"{file.path} no longer decodes; SRC changed during the conversion")
+        raise RuntimeError(
+            f"{display_path(file.path)} no longer decodes; SRC changed during the conversion"
+        )
     return payload
 
 
@@ -320,20 +426,30 @@ def _render(
     try:
         with Image.open(io.BytesIO(data)) as image:
             fmt = image.format or "unknown"
-            width, height = image.size
+            turned = images.orientation(image) >= 5  # EXIF orientations 5-8 swap the sides
+            width, height = image.size[::-1] if turned else image.size  # as a viewer shows it
             target = _target_size(width, height, max_side)
             if target is not None and fmt == "JPEG":
                 # DCT-domain downscaling: the decoder skips detail the resize would drop,
                 # still reading (and so verifying) every byte of the file.
-                image.draft("RGB", target)
+                image.draft("RGB", target[::-1] if turned else target)
             image.load()  # decodes everything: truncated or corrupt data raises here
-            if target is not None:
-                rgb = image.convert("RGB").resize(target, Image.Resampling.BICUBIC)
-                out = io.BytesIO()
-                rgb.save(out, format="JPEG", quality=quality)
-                payload, ext = out.getvalue(), "jpg"
+            known = _FORMAT_EXT.get(fmt)
+            reencoded = target is not None or known is None
+            if known is not None and not reencoded:
+                payload, ext = data, known
             else:
-                payload, ext = data, _FORMAT_EXT.get(fmt, fmt.lower())
+                # Upright and 8-bit (the readers do the same to copied originals).
+                rgb = images.decode_rgb(image)
+                out = io.BytesIO()
+                if target is not None:
+                    rgb = rgb.resize(target, Image.Resampling.BICUBIC)
+                    rgb.save(out, format="JPEG", quality=quality)
+                    ext = "jpg"
+                else:  # a format the readers do not list: stored losslessly
+                    rgb.save(out, format="PNG")
+                    ext = "png"
+                payload = out.getvalue()
     except UnidentifiedImageError:
         return Skipped(file.path, "not an image (Pillow recognises no image format)"), None
     except Exception as error:  # Pillow raises many types for bad data; all mean "skip"
@@ -349,7 +465,7 @@ def _render(
         ext,
         len(payload),
         hashlib.sha256(payload).hexdigest(),
-        target is not None,
+        reencoded,
     )
     return sample, payload
 
@@ -381,12 +497,14 @@ def _cls_bytes(sample: Sample) -> bytes:
 
 
 def _json_bytes(sample: Sample, classes: Sequence[str]) -> bytes:
-    meta = {
+    meta: dict[str, Any] = {
         "class": classes[sample.label],
-        "path": sample.path,
+        "path": display_path(sample.path),
         "width": sample.width,
         "height": sample.height,
     }
+    if meta["path"] != sample.path:  # not UTF-8: the original bytes, to find the file again
+        meta["path_bytes"] = os.fsencode(sample.path).hex()
     return json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -628,8 +746,8 @@ def _write_shard(
                     out.write(payload)
                 if check.hexdigest() != sample.sha256:
                     raise RuntimeError(
-                        f"{sample.path} changed since it was verified (sha256 differs from the "
-                        f"plan); rerun the conversion into an empty DST"
+                        f"{display_path(sample.path)} changed since it was verified (sha256 "
+                        f"differs from the plan); rerun the conversion into an empty DST"
                     )
             else:
                 digest.update(part)
@@ -760,7 +878,7 @@ class _FFCVSamples:
             self.src, _as_source(sample), self.plan.settings.max_side, self.plan.settings.quality
         )
         with Image.open(io.BytesIO(data)) as image:
-            return np.asarray(image.convert("RGB")), sample.label
+            return np.asarray(images.decode_rgb(image)), sample.label
 
 
 def write_ffcv(
@@ -824,7 +942,7 @@ def build_manifest(plan: Plan, shards: list[dict[str, Any]], num_files: int) -> 
         "num_samples": len(plan.samples),
         "classes": plan.classes,
         "shards": shards,
-        "skipped": [dataclasses.asdict(s) for s in plan.skipped],
+        "skipped": [{"path": display_path(s.path), "reason": s.reason} for s in plan.skipped],
         "settings": plan.settings.to_dict(),
         "source": {"num_files": num_files, "fingerprint": plan.fingerprint},
         "keys": "zero-padded position in the seeded order; <key>.json holds the source path",
@@ -837,7 +955,7 @@ def _dump(data: dict[str, Any]) -> bytes:
 
 def _is_ours(name: str) -> bool:
     return (
-        name in (MANIFEST_NAME, PLAN_NAME, FFCV_NAME)
+        name in (MANIFEST_NAME, PLAN_NAME, LOCK_NAME, FFCV_NAME)
         or name.endswith(TMP_SUFFIX)
         or _SHARD_RE.match(name) is not None
     )
@@ -853,6 +971,65 @@ def _describe_difference(found: dict[str, Any], settings: ShardSettings, fingerp
     if found.get("fingerprint", found.get("source", {}).get("fingerprint")) != fingerprint:
         changed.append("the files in SRC differ")
     return "; ".join(changed)
+
+
+@contextlib.contextmanager
+def lock_dst(dst: str | os.PathLike[str]) -> Iterator[None]:
+    """Holds the exclusive lock of ``dst`` (created if missing) for one conversion.
+
+    An ``fcntl.flock`` on ``DST/.lock``, which records the holder's pid; the file is
+    removed on exit. The kernel drops the lock when the holder's process ends, however
+    it ends, so a ``.lock`` file left by a killed run is not a lock: the next run takes
+    it over. On a file system without locks the run goes ahead with a warning.
+
+    Raises:
+        DstLockedError: When another process holds the lock (naming its pid).
+        ValueError: When ``dst`` exists and is not a folder.
+    """
+    out = os.fspath(dst)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"DST {display_path(out)!r} exists and is not a folder")
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, LOCK_NAME)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        fcntl = None  # type: ignore[assignment]
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise DstLockedError(
+                f"DST {display_path(out)!r} is being written by another `fastssl shards` run "
+                f"(pid {holder}, which holds {LOCK_NAME} there); wait for it to finish or use "
+                f"another DST. The lock goes when that process ends, even if it is killed."
+            ) from None
+        except OSError as error:  # ENOLCK, EOPNOTSUPP: e.g. some network file systems
+            warnings.warn(
+                f"cannot lock {display_path(path)} ({error.strerror or error}); converting "
+                f"without a lock: do not start a second run into this DST meanwhile",
+                stacklevel=3,
+            )
+        # The holder we raced with may have removed the file after we opened it: only a
+        # lock on the file that is there now counts.
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)  # before unlocking, so no one locks a file that is going away
+        os.close(fd)
 
 
 def prepare_dst(
@@ -887,6 +1064,9 @@ def prepare_dst(
         if not os.path.exists(path):
             continue
         data = json.loads(_read(path))
+        if name == PLAN_NAME and data.get("version") != PLAN_VERSION:
+            os.remove(path)  # written by another fastssl version: plan again
+            continue
         found_fp = data.get("fingerprint", data.get("source", {}).get("fingerprint"))
         if data.get("settings") != settings.to_dict() or found_fp != fingerprint:
             difference = _describe_difference(data, settings, fingerprint)
@@ -951,11 +1131,28 @@ def convert(
 
     Returns:
         The manifest (also written to ``dst/manifest.json``).
+
+    Raises:
+        ValueError: For a bad SRC or DST (see :func:`list_source`, :func:`prepare_dst`).
+        DstLockedError: When another conversion is writing into ``dst``.
     """
     settings = settings or ShardSettings()
     root, out = os.fspath(src), os.fspath(dst)
     listing = list_source(root)
     fingerprint = source_fingerprint(listing[1])
+    with lock_dst(out):
+        return _convert_locked(root, out, settings, workers, progress, listing, fingerprint)
+
+
+def _convert_locked(
+    root: str,
+    out: str,
+    settings: ShardSettings,
+    workers: int | None,
+    progress: bool,
+    listing: tuple[list[str], list[SourceFile], list[Skipped]],
+    fingerprint: str,
+) -> dict[str, Any]:
     plan, finished = prepare_dst(out, settings, fingerprint)
     if finished is not None:
         verify_manifest(out, finished)

@@ -19,12 +19,17 @@ from fastssl.data import shards
 DESCRIPTION = """\
 Convert an image folder (one sub-folder per class, as for torchvision's ImageFolder) into
 shards. Every file is decoded with Pillow first; files that do not decode (corrupt,
-truncated, empty, not an image) are skipped and listed in DST/manifest.json. Samples go
+truncated, empty, not an image) are skipped and listed in DST/manifest.json with the
+reason, as are dangling symbolic links, link loops and FIFOs or devices (never opened).
+Images are stored upright (EXIF orientation) and 16-bit images scaled to 8 bits wherever
+--max-side re-encodes them; readers do the same to the original bytes. Samples go
 into shards in a seeded shuffled order, and the same SRC and options give byte-identical
 output. WebDataset shards are DST/shard-NNNNNN.tar, each with its DALI index
 shard-NNNNNN.idx; a sample is <key>.<ext> (the image), <key>.cls (class index) and
 <key>.json (source path, original width and height). An interrupted conversion (even
-killed) resumes when run again with the same arguments."""
+killed) resumes when run again with the same arguments. A run locks DST/.lock: a second
+run into the same DST stops at once with an error (exit code 2). The lock goes with its
+process, even a killed one, so a .lock file left behind never blocks a later run."""
 
 
 def _positive_int(text: str) -> int:
@@ -120,7 +125,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Runs the conversion; returns the exit code (0 done, 2 bad input)."""
+    """Runs the conversion; returns the exit code (0 done, 2 bad input or DST busy)."""
     try:
         settings = shards.ShardSettings(
             format=args.format,
@@ -133,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         manifest = shards.convert(
             args.src, args.dst, settings, workers=args.workers, progress=not args.quiet
         )
-    except (ValueError, ImportError) as error:
+    except (ValueError, ImportError, shards.DstLockedError) as error:
         print(f"fastssl shards: error: {error}", file=sys.stderr)
         return 2
     if not args.quiet:

@@ -32,12 +32,30 @@ delivered exactly once across all ranks x DataLoader workers:
   ``num_workers``.
 
 Safety: a tar member with an absolute path, a ``..`` component, a (hard or symbolic)
-link or a device/FIFO raises :class:`UnsafeShardError` naming the shard and member.
+link or a device/FIFO raises :class:`UnsafeShardError` naming the shard and member, and
+so does a manifest ``file`` entry that resolves outside the shards folder (symbolic links
+followed) or to anything but a regular file: nothing outside the folder is read. A
+malformed manifest (not JSON, no ``classes`` or ``shards`` list, a bad entry) raises
+:class:`ManifestError` naming the field; a tar that cannot be read, or a member declaring
+more bytes than its shard holds (or than :data:`MAX_MEMBER_BYTES`), raises
+:class:`CorruptShardError`. All are :class:`ShardError` (a ``ValueError``) and say what
+to do.
+
 With ``verify=True`` (default) each process hashes a shard the first time it opens it
 and raises :class:`ShardChecksumError` naming it when the sha256 differs from the
 manifest; this reads a shard twice on first use (the second read hits the page cache),
 once per process lifetime, so use ``persistent_workers=True`` to pay it once per run,
 or ``verify=False`` to skip it.
+
+Unreadable samples: an image member that does not decode, a ``.cls`` that is not a class
+index of the manifest, or a sample without an image member. With ``strict=False``
+(default) such a sample is replaced by the previous sample of the same worker (the next
+one when it is the worker's first), a warning names the shard and member (once per
+process) and :attr:`WebDatasetSource.num_skipped` counts them; so every rank still
+delivers ``len(source)`` samples and DDP ranks run the same number of steps. With
+``strict=True`` a :class:`CorruptShardError` naming the shard and member is raised.
+Images are decoded by :mod:`fastssl.data.images` (EXIF orientation applied, 16-bit data
+scaled to 8 bits), as for folders.
 
 Why ``tarfile`` and not the ``webdataset`` package: exact-once splitting at sample
 granularity, the member-type checks and the resumable position all need control over
@@ -59,11 +77,10 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import io
-import json
 import os
 import random
 import tarfile
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -71,17 +88,37 @@ import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
+from fastssl.data import images
+from fastssl.data.manifest import (
+    _CONVERT_AGAIN,
+    IMAGE_EXTENSIONS,
+    MANIFEST_NAME,
+    CorruptShardError,
+    ManifestError,
+    ShardChecksumError,
+    ShardError,
+    UnsafeShardError,
+    check_webdataset_manifest,
+    read_manifest,
+    shard_path,
+)
 from fastssl.utils import dist
 
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm")
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "MAX_MEMBER_BYTES",
+    "CorruptShardError",
+    "ManifestError",
+    "ShardChecksumError",
+    "ShardError",
+    "UnsafeShardError",
+    "WebDatasetSource",
+    "iter_shard",
+    "read_manifest",
+]
 
-
-class UnsafeShardError(ValueError):
-    """A tar member that could escape or fool a reader: absolute, ``..``, link, device."""
-
-
-class ShardChecksumError(ValueError):
-    """A shard's sha256 differs from the one in its manifest."""
+# The largest tar member read into memory; a fastssl shard's members are one image each.
+MAX_MEMBER_BYTES = 1 << 30
 
 
 def _consumer_range(total: int, parts: int, index: int) -> tuple[int, int]:
@@ -105,38 +142,69 @@ def _check_member(shard: str, member: tarfile.TarInfo) -> None:
         raise UnsafeShardError(f"shard {shard}: member {name!r} {problem}; refusing to read it")
 
 
-def iter_shard(path: str, start: int = 0, stop: int | None = None) -> Iterator[dict[str, Any]]:
+def iter_shard(
+    path: str, start: int = 0, stop: int | None = None, max_member_bytes: int = MAX_MEMBER_BYTES
+) -> Iterator[dict[str, Any]]:
     """Yields samples ``start..stop-1`` of a tar as ``{"__key__": key, ext: bytes, ...}``.
 
     Members are grouped into samples by key (the name up to the first dot of its last
-    path component), as WebDataset and DALI do. Every member header read, skipped ones
-    included, is checked (see :class:`UnsafeShardError`); the data of samples before
-    ``start`` is seeked over, not read.
+    path component), as WebDataset and DALI do; ``"__url__"`` is the shard's path. Every
+    member header read, skipped ones included, is checked (see :class:`UnsafeShardError`)
+    and its declared size too; the data of samples before ``start`` is seeked over, not
+    read.
+
+    Raises:
+        UnsafeShardError: For an absolute, ``..``, link or device member.
+        CorruptShardError: When the tar cannot be read, or a member declares more bytes
+            than the shard holds after it or than ``max_member_bytes``.
     """
     index, current = -1, None
     sample: dict[str, Any] = {}
-    with tarfile.open(path, mode="r:") as archive:
-        for member in archive:
-            _check_member(path, member)
-            if member.isdir():
-                continue
-            base = member.name.rsplit("/", 1)[-1]
-            dot = base.find(".")
-            if dot <= 0:
-                continue  # no extension or a hidden file: not part of a sample
-            prefix = member.name[: len(member.name) - len(base) + dot]
-            if prefix != current:
-                if index >= start and sample:
-                    yield sample
-                index, current, sample = index + 1, prefix, {"__key__": prefix}
-                if stop is not None and index >= stop:
-                    return
-            if index >= start:
-                handle = archive.extractfile(member)
-                assert handle is not None  # a regular file (checked above)
-                sample[base[dot + 1 :].lower()] = handle.read()
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            with tarfile.open(fileobj=handle, mode="r:") as archive:
+                for member in archive:
+                    _check_member(path, member)
+                    _check_size(path, member, size, max_member_bytes)
+                    if member.isdir():
+                        continue
+                    base = member.name.rsplit("/", 1)[-1]
+                    dot = base.find(".")
+                    if dot <= 0:
+                        continue  # no extension or a hidden file: not part of a sample
+                    prefix = member.name[: len(member.name) - len(base) + dot]
+                    if prefix != current:
+                        if index >= start and sample:
+                            yield sample
+                        index, current = index + 1, prefix
+                        sample = {"__key__": prefix, "__url__": path}
+                        if stop is not None and index >= stop:
+                            return
+                    if index >= start:
+                        data = archive.extractfile(member)
+                        assert data is not None  # a regular file (checked above)
+                        sample[base[dot + 1 :].lower()] = data.read()
+    except tarfile.TarError as error:
+        raise CorruptShardError(
+            f"shard {path}: not a readable tar ({error}); the shard is truncated or corrupt: "
+            f"{_CONVERT_AGAIN}"
+        ) from None
     if index >= start and sample and (stop is None or index < stop):
         yield sample
+
+
+def _check_size(path: str, member: tarfile.TarInfo, size: int, limit: int) -> None:
+    problem = None
+    if member.offset_data + member.size > size:
+        problem = f"only {max(size - member.offset_data, 0)} follow its header"
+    elif member.size > limit:
+        problem = f"more than the {limit} a member may have (MAX_MEMBER_BYTES)"
+    if problem is not None:
+        raise CorruptShardError(
+            f"shard {path}: member {member.name!r} declares {member.size} bytes, {problem}; "
+            f"the shard is truncated or crafted: {_CONVERT_AGAIN}"
+        )
 
 
 def sha256_file(path: str) -> str:
@@ -183,19 +251,83 @@ def shuffle_buffer(items: Iterator[Any], size: int, rng: random.Random) -> Itera
     yield from buffer
 
 
-def open_image(sample: dict[str, Any]) -> Image.Image:
-    """A sample's first image member, opened but not decoded."""
+def _where(sample: dict[str, Any]) -> str:
+    return f"shard {sample.get('__url__', '?')}"
+
+
+def image_member(sample: dict[str, Any]) -> str:
+    """The extension of a sample's first image member (in :data:`IMAGE_EXTENSIONS` order).
+
+    Raises:
+        CorruptShardError: When the sample has none, naming the shard and its members.
+    """
     for ext in IMAGE_EXTENSIONS:
         if ext in sample:
-            return Image.open(io.BytesIO(sample[ext]))
-    members = sorted(k for k in sample if k != "__key__")
-    raise ValueError(f"sample {sample['__key__']!r} has no image member (members: {members})")
+            return ext
+    members = sorted(k for k in sample if not k.startswith("__"))
+    raise CorruptShardError(
+        f"{_where(sample)}: sample {sample['__key__']!r} has no image member (members: "
+        f"{members}; image extensions: {', '.join(IMAGE_EXTENSIONS)}); {_CONVERT_AGAIN}"
+    )
+
+
+def _unreadable(sample: dict[str, Any], ext: str, error: BaseException) -> CorruptShardError:
+    return CorruptShardError(
+        f"{_where(sample)}: member '{sample['__key__']}.{ext}' is not a decodable image "
+        f"({type(error).__name__}: {error}); {_CONVERT_AGAIN} (it skips such files), or "
+        f"pass strict=False to replace such samples"
+    )
+
+
+def open_image(sample: dict[str, Any]) -> Image.Image:
+    """A sample's first image member, opened (decoded only when it needs turning upright
+    or 16-bit scaling, see :func:`fastssl.data.images.normalize`).
+
+    Raises:
+        CorruptShardError: When there is no image member or it is not an image.
+    """
+    ext = image_member(sample)
+    try:
+        return images.open_bytes(sample[ext])
+    except images.DECODE_ERRORS as error:
+        raise _unreadable(sample, ext, error) from error
 
 
 def decode_image(sample: dict[str, Any]) -> Image.Image:
-    """The RGB PIL image of a sample's first image member."""
-    with open_image(sample) as image:
-        return image.convert("RGB")
+    """The upright, 8-bit RGB PIL image of a sample's first image member.
+
+    Raises:
+        CorruptShardError: When there is no image member or it does not decode.
+    """
+    image = open_image(sample)
+    try:
+        return images.decode_rgb(image)
+    except images.DECODE_ERRORS as error:
+        raise _unreadable(sample, image_member(sample), error) from error
+
+
+def sample_target(sample: dict[str, Any], num_classes: int) -> int:
+    """The class index in a sample's ``.cls`` member (0 without one).
+
+    Raises:
+        CorruptShardError: When ``.cls`` is not an integer in ``[0, num_classes)`` (any
+            non-negative integer when ``num_classes`` is 0).
+    """
+    if "cls" not in sample:
+        return 0
+    where = f"{_where(sample)}: member '{sample['__key__']}.cls'"
+    try:
+        target = int(sample["cls"])
+    except ValueError:
+        raise CorruptShardError(
+            f"{where} holds {sample['cls'][:40]!r}, not a class index; {_CONVERT_AGAIN}"
+        ) from None
+    if target < 0 or (num_classes and target >= num_classes):
+        raise CorruptShardError(
+            f"{where} holds class {target}, but the manifest lists {num_classes} classes; "
+            f"{_CONVERT_AGAIN}"
+        )
+    return target
 
 
 class WebDatasetSource(IterableDataset):
@@ -211,9 +343,20 @@ class WebDatasetSource(IterableDataset):
         world_size: Number of ranks (default: ``fastssl.utils.dist.world_size()``).
         drop_last: Give every rank ``N // world_size`` samples (see the module doc).
         verify: Check each shard's sha256 the first time a process opens it.
+        strict: Raise :class:`CorruptShardError` on an unreadable sample instead of
+            replacing it with a warning (see the module doc).
+
+    Attributes:
+        num_skipped: Unreadable samples replaced by this process (this object's copy in
+            each DataLoader worker counts that worker's).
 
     Yields:
         ``(transform(image), target, key)``: target is the class index from ``.cls``.
+
+    Raises:
+        FileNotFoundError: When ``root`` has no ``manifest.json``.
+        ManifestError: When the manifest is malformed or lists a missing shard.
+        UnsafeShardError: When it lists a shard outside ``root`` or not a regular file.
 
     Example:
         >>> source = WebDatasetSource("shards/", rank=0, world_size=2)
@@ -231,17 +374,12 @@ class WebDatasetSource(IterableDataset):
         world_size: int | None = None,
         drop_last: bool = False,
         verify: bool = True,
+        strict: bool = False,
     ) -> None:
         super().__init__()
         self.root = os.fspath(root)
-        manifest_path = os.path.join(self.root, "manifest.json")
-        if not os.path.exists(manifest_path):
-            raise FileNotFoundError(
-                f"{manifest_path} not found: root={self.root!r} is not a finished "
-                f"`fastssl shards` output"
-            )
-        with open(manifest_path) as handle:
-            self.manifest: dict[str, Any] = json.load(handle)
+        self.manifest_path = os.path.join(self.root, MANIFEST_NAME)
+        self.manifest: dict[str, Any] = read_manifest(self.root)
         if self.manifest.get("format") != "webdataset":
             raise ValueError(
                 f"root={self.root!r} holds format {self.manifest.get('format')!r}; "
@@ -256,9 +394,14 @@ class WebDatasetSource(IterableDataset):
             )
         if shuffle_buffer < 0:
             raise ValueError(f"shuffle_buffer={shuffle_buffer} must be >= 0")
+        check_webdataset_manifest(self.manifest, self.manifest_path, verify)
+        for index, entry in enumerate(self.manifest["shards"]):
+            shard_path(self.root, self.manifest_path, index, entry["file"])
         self.transform = transform
         self.seed, self.shuffle, self.buffer_size = seed, shuffle, shuffle_buffer
-        self.drop_last, self.verify = drop_last, verify
+        self.drop_last, self.verify, self.strict = drop_last, verify, strict
+        self.num_skipped = 0
+        self._warned: set[str] = set()  # unreadable members warned about in this process
         self.classes: list[str] = list(self.manifest["classes"])
         self._counts = [int(s["num_samples"]) for s in self.manifest["shards"]]
         # Keys are write positions and shards hold consecutive keys: shard s starts here.
@@ -326,7 +469,8 @@ class WebDatasetSource(IterableDataset):
             if low >= high:
                 continue
             entry = self.manifest["shards"][shard]
-            path = os.path.join(self.root, entry["file"])
+            # Checked again at each open: the folder may have changed since __init__.
+            path = shard_path(self.root, self.manifest_path, shard, entry["file"])
             if self.verify:
                 _verify_shard(path, entry["sha256"])
             found = 0
@@ -334,9 +478,9 @@ class WebDatasetSource(IterableDataset):
                 found += 1
                 yield sample
             if found != high - low:
-                raise ValueError(
+                raise CorruptShardError(
                     f"shard {path}: holds fewer samples than the manifest's {count}; "
-                    f"the shard is corrupt: convert again"
+                    f"the shard is corrupt: {_CONVERT_AGAIN}"
                 )
 
     def __iter__(self) -> Iterator[tuple[Any, int, str]]:
@@ -354,19 +498,74 @@ class WebDatasetSource(IterableDataset):
             rng = random.Random(f"{self.seed}/{epoch}/{self.rank}/{worker}")
             stream = shuffle_buffer(stream, self.buffer_size, rng)
         skip = self._skip.get(worker, 0)
-        lazy = getattr(self.transform, "decodes_lazily", False)
-        reseed = getattr(self.transform, "reseed", None)
+        delivered = skip
+        last_good: dict[str, Any] | None = None  # stands in for unreadable samples
+        pending: list[str] = []  # keys of unreadable samples before the first readable one
         for position, sample in enumerate(stream):
             if position < skip:
                 continue  # delivered before the resume: replayed, not decoded
             key = sample["__key__"]
-            image = open_image(sample) if lazy else decode_image(sample)
-            target = int(sample["cls"]) if "cls" in sample else 0
+            try:
+                item = self._item(sample, epoch, key)
+            except CorruptShardError as error:
+                if self.strict:
+                    raise
+                self._note_unreadable(error)
+                if last_good is None:
+                    pending.append(key)
+                    continue
+                item = self._item(last_good, epoch, key)
+            else:
+                # Unreadable samples before this one take its place first, in order, so
+                # the delivered count stays a stream position (what resuming skips).
+                for pending_key in pending:
+                    delivered += 1
+                    if info is None:
+                        self._delivered[0] = delivered
+                    yield self._item(sample, epoch, pending_key)
+                pending, last_good = [], sample
+            delivered += 1
             if info is None:
-                self._delivered[0] = position + 1
-            if reseed is not None:
-                reseed(self.seed, epoch, key)
-            yield (self.transform(image) if self.transform else image), target, key
+                self._delivered[0] = delivered
+            yield item
+        if pending:
+            raise CorruptShardError(
+                f"none of the {len(pending)} samples of rank {self.rank}, worker {worker} in "
+                f"epoch {epoch} could be read (keys {pending[0]} .. {pending[-1]}); "
+                f"{_CONVERT_AGAIN}"
+            )
+
+    def _item(self, sample: dict[str, Any], epoch: int, seed_key: str) -> tuple[Any, int, str]:
+        """``(transform(image), target, key)`` of ``sample``, augmented as ``seed_key``.
+
+        Raises:
+            CorruptShardError: When the sample cannot be read (see the module doc).
+        """
+        lazy = getattr(self.transform, "decodes_lazily", False)
+        image = open_image(sample) if lazy else decode_image(sample)
+        target = sample_target(sample, len(self.classes))
+        reseed = getattr(self.transform, "reseed", None)
+        if reseed is not None:
+            reseed(self.seed, epoch, seed_key)
+        if self.transform is None:
+            return image, target, sample["__key__"]
+        if not lazy:
+            return self.transform(image), target, sample["__key__"]
+        try:  # the transform decodes: its decoding errors are the image's
+            return self.transform(image), target, sample["__key__"]
+        except images.PIXEL_ERRORS as error:
+            raise _unreadable(sample, image_member(sample), error) from error
+
+    def _note_unreadable(self, error: CorruptShardError) -> None:
+        self.num_skipped += 1
+        if str(error) in self._warned:
+            return
+        self._warned.add(str(error))
+        warnings.warn(
+            f"WebDatasetSource: an unreadable sample is replaced by a readable one of the same "
+            f"worker ({self.num_skipped} so far in this process): {error}",
+            stacklevel=3,
+        )
 
     # -- resumable position ------------------------------------------------------------------
 
@@ -388,7 +587,15 @@ class WebDatasetSource(IterableDataset):
         bounds = [self._worker_range(w, num_workers)[0] for w in range(1, num_workers)]
         start, stop = self._rank_range()
         for key in keys:
-            index = int(key.rsplit("/", 1)[-1])
+            try:
+                index = int(key.rsplit("/", 1)[-1])
+            except ValueError:
+                raise ValueError(
+                    f"key {key!r} is not a `fastssl shards` key (a sample position); "
+                    f"mark_delivered needs the keys this source yields"
+                ) from None
+            if not 0 <= index < self.num_samples:
+                raise ValueError(f"key {key!r} is not a sample of {self.root}")
             shard = bisect.bisect_right(self._starts, index) - 1
             position = offsets[shard] + index - self._starts[shard]
             if not start <= position < stop:

@@ -178,3 +178,34 @@ def test_dump_copies_files(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "cats" / "a.png").read_bytes() == (
         root / "cats" / "a.png"
     ).read_bytes()
+
+
+# Images as they look (issue 32, item 5): the same helper as the shards.
+
+
+def _odd_images(root: Path) -> Path:
+    from tests.data.test_images import GRADIENT, png16, rotated_jpeg
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "a_photo.jpg").write_bytes(rotated_jpeg(6, 40, 20))
+    (root / "b_depth.png").write_bytes(png16(GRADIENT))
+    Image.new("RGB", (5, 3), (9, 8, 7)).save(root / "c_anim.gif")
+    return root
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_exif_orientation_and_16bit_like_the_shards(tmp_path: Path, lazy: bool) -> None:
+    from fastssl.data.dataset import open_image
+    from tests.data.test_images import GRADIENT, quadrant_colours, upright
+
+    dataset = LightlyDataset(str(_odd_images(tmp_path)))
+    assert dataset.get_filenames() == ["a_photo.jpg", "b_depth.png", "c_anim.gif"]
+    if lazy:  # what a decodes_lazily transform (the batched engine) is handed
+        photo, depth = (open_image(str(tmp_path / n)) for n in ("a_photo.jpg", "b_depth.png"))
+        photo, depth = photo.convert("RGB"), depth.convert("RGB")
+    else:
+        photo, depth = dataset[0][0], dataset[1][0]
+    assert photo.size == (20, 40)
+    assert quadrant_colours(np.asarray(photo)) == quadrant_colours(upright(6, 40, 20))
+    np.testing.assert_array_equal(np.asarray(depth)[..., 1], GRADIENT >> 8)
+    assert np.asarray(dataset[2][0])[0, 0].tolist() == [9, 8, 7]

@@ -339,3 +339,222 @@ def test_bad_src(tmp_path: Path, setup: str, match: str) -> None:
         src.mkdir()
     with pytest.raises(ValueError, match=rf"SRC '{src}' {match}"):
         convert(src, tmp_path / "dst")
+
+
+# ---------------------------------------------------------------------------------------
+# Odd files and names, a second writer (issue 32, item 4)
+# ---------------------------------------------------------------------------------------
+
+
+def plant_odd_entries(src: Path, outside: Path) -> tuple[dict[str, str], set[str]]:
+    """Links and special files in class_1.
+
+    Returns the entries that must be skipped (path -> fragment of the reason) and the
+    paths that must become samples.
+    """
+    folder = src / "class_1"
+    (folder / "dangling.png").symlink_to(src / "nowhere.png")
+    (folder / "self_loop.png").symlink_to(folder / "self_loop.png")
+    (folder / "sub").mkdir()
+    index_image(500).save(folder / "sub" / "deep.png")
+    (folder / "sub" / "loop").symlink_to(folder, target_is_directory=True)
+    os.mkfifo(folder / "fifo.png")
+    outside.mkdir()
+    index_image(501).save(outside / "linked_dir_image.png")
+    (folder / "linked_dir").symlink_to(outside, target_is_directory=True)
+    (folder / "linked_file.png").symlink_to(folder / "img_0001.png")
+    skipped = {
+        "class_1/dangling.png": "dangling symbolic link",
+        "class_1/self_loop.png": "symbolic link loop",
+        "class_1/sub/loop": "symbolic link loop",
+        "class_1/fifo.png": "not a regular file (FIFO)",
+    }
+    samples = {
+        "class_1/sub/deep.png",
+        "class_1/linked_dir/linked_dir_image.png",
+        "class_1/linked_file.png",
+    }
+    return skipped, samples
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_every_file_found_is_a_sample_or_skipped(tmp_path: Path, workers: int) -> None:
+    src = make_folder(tmp_path / "src", 6)
+    skipped, extra = plant_odd_entries(src, tmp_path / "outside")
+    manifest = convert(src, tmp_path / "dst", ShardSettings(), workers=workers)
+    reasons = {s["path"]: s["reason"] for s in manifest["skipped"]}
+    assert set(reasons) == set(skipped)
+    for path, fragment in skipped.items():
+        assert fragment in reasons[path], (path, reasons[path])
+    paths = {json.loads(s["json"])["path"] for s in read_tars(tmp_path / "dst")}
+    regular = {f"class_{i % 3}/img_{i:04d}.png" for i in range(6)}
+    assert paths == regular | extra
+    assert manifest["source"]["num_files"] == len(paths)
+
+
+ODD_NAMES = [
+    pytest.param(b"caf\xe9 \xff.png", id="not-utf8"),
+    pytest.param(b"new\nline \\ tab\t.png", id="control-chars"),
+    pytest.param("ünïcödé 文字.png".encode(), id="unicode"),
+]
+
+
+def assert_strict_json(data: bytes) -> object:
+    """Parses ``data`` as JSON that strict parsers accept: UTF-8, no lone surrogates."""
+    text = data.decode("utf-8")
+    parsed = json.loads(text)
+
+    def walk(value: object) -> None:
+        if isinstance(value, str):
+            value.encode("utf-8")  # raises on a lone surrogate
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                walk(k)
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+
+    walk(parsed)
+    return parsed
+
+
+@pytest.mark.parametrize("name", ODD_NAMES)
+def test_odd_file_names_become_samples_with_their_name_recorded(
+    tmp_path: Path, name: bytes
+) -> None:
+    src = make_folder(tmp_path / "src", 4)
+    folder = os.fsencode(src / "class_2")
+    image_path = os.path.join(folder, name)
+    with open(image_path, "wb") as handle:
+        index_image(300).save(handle, format="PNG")
+    with open(os.path.join(folder, b"broken " + name), "wb") as handle:
+        handle.write(b"not an image")
+    manifest = convert(src, tmp_path / "dst", ShardSettings(max_side=4), workers=2)
+    assert_strict_json((tmp_path / "dst" / "manifest.json").read_bytes())
+    assert manifest["num_samples"] == 5
+    raw = b"class_2/" + name
+    shown = raw.decode("utf-8", "backslashreplace")
+    [skip] = manifest["skipped"]
+    assert skip["path"] == "class_2/broken " + name.decode("utf-8", "backslashreplace")
+    [meta] = [
+        meta
+        for s in read_tars(tmp_path / "dst")
+        if (meta := assert_strict_json(s["json"]))["path"] == shown  # type: ignore[index]
+    ]
+    assert isinstance(meta, dict)
+    if shown.encode() == raw:  # a UTF-8 name is recorded as it is
+        assert "path_bytes" not in meta
+    else:  # the original bytes, to find the file again
+        assert bytes.fromhex(meta["path_bytes"]) == raw
+    # A rerun finds the same files and keeps the finished output.
+    assert convert(src, tmp_path / "dst", ShardSettings(max_side=4), workers=1) == manifest
+
+
+def hold_lock(dst: Path) -> int:
+    """Locks ``dst/.lock`` as a running conversion would; returns the descriptor."""
+    import fcntl
+
+    dst.mkdir(exist_ok=True)
+    fd = os.open(dst / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.write(fd, b"4242\n")
+    return fd
+
+
+def test_a_second_writer_is_refused_and_the_lock_released(tmp_path: Path) -> None:
+    src = make_folder(tmp_path / "src", 5)
+    dst = tmp_path / "dst"
+    fd = hold_lock(dst)
+    try:
+        with pytest.raises(shards.DstLockedError, match=r"being written by another .*pid 4242"):
+            convert(src, dst, ShardSettings(), workers=1)
+    finally:
+        os.close(fd)
+    assert sorted(p.name for p in dst.iterdir()) == [".lock"]  # nothing touched
+    # A lock file whose holder is gone (killed) is not a lock: the run goes ahead.
+    manifest = convert(src, dst, ShardSettings(), workers=1)
+    assert manifest["num_samples"] == 5
+    assert not (dst / ".lock").exists()  # released and removed on exit
+
+
+def test_two_concurrent_runs_never_crash(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    src = make_folder(tmp_path / "src", 60)
+    dst = tmp_path / "dst"
+    command = [sys.executable, "-m", "fastssl", "shards", str(src), str(dst), "--quiet"]
+    command += ["--max-count", "7", "--workers", "1"]
+    runs = [subprocess.Popen(command, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(run.wait(timeout=120), run.stderr.read()) for run in runs]  # type: ignore[union-attr]
+    for code, err in results:
+        assert "Traceback" not in err, err
+        assert code == 0 or (code == 2 and "being written by another" in err), err
+    assert any(code == 0 for code, _ in results)
+    convert(src, dst, ShardSettings(max_count=7))  # finished and verified
+    assert sum(1 for _ in dst.glob("shard-*.tar")) == 9
+
+
+# ---------------------------------------------------------------------------------------
+# Images kept as they look (issue 32, item 5)
+# ---------------------------------------------------------------------------------------
+
+
+def read_through_source(dst: Path) -> dict[str, tuple[np.ndarray, dict]]:
+    """Every sample as the shard reader delivers it: source path -> (RGB array, metadata)."""
+    from fastssl.data.webdataset_source import WebDatasetSource
+
+    metas = {s["__key__"].decode(): json.loads(s["json"]) for s in read_tars(dst)}
+    out = {}
+    for image, _, sample_key in WebDatasetSource(dst, shuffle=False):
+        out[metas[sample_key]["path"]] = (np.asarray(image), metas[sample_key])
+    return out
+
+
+@pytest.mark.parametrize("max_side", [None, 16])
+def test_exif_rotated_photo_is_stored_upright(tmp_path: Path, max_side: int | None) -> None:
+    from tests.data.test_images import quadrant_colours, rotated_jpeg, upright
+
+    src = make_folder(tmp_path / "src", 3)
+    (src / "class_0" / "photo.jpg").write_bytes(rotated_jpeg(6, 40, 20))
+    convert(src, tmp_path / "dst", ShardSettings(max_side=max_side), workers=1)
+    array, meta = read_through_source(tmp_path / "dst")["class_0/photo.jpg"]
+    assert (meta["width"], meta["height"]) == (20, 40)  # as a viewer shows it
+    assert array.shape[:2] == ((40, 20) if max_side is None else (16, 8))
+    assert quadrant_colours(array) == quadrant_colours(upright(6, 40, 20))
+
+
+@pytest.mark.parametrize("max_side", [None, 16])
+def test_16bit_png_is_scaled_not_clipped(tmp_path: Path, max_side: int | None) -> None:
+    from tests.data.test_images import GRADIENT, png16
+
+    src = make_folder(tmp_path / "src", 3)
+    (src / "class_0" / "depth.png").write_bytes(png16(GRADIENT))
+    convert(src, tmp_path / "dst", ShardSettings(max_side=max_side), workers=1)
+    array, _ = read_through_source(tmp_path / "dst")["class_0/depth.png"]
+    expected = GRADIENT >> 8
+    if max_side is None:  # the original bytes, scaled by the reader
+        np.testing.assert_array_equal(array[..., 0], expected)
+    else:  # scaled, shrunk and JPEG-encoded by the writer
+        assert array.shape[:2] == (16, 16)
+        small = np.asarray(Image.fromarray(expected.astype(np.uint8)).resize((16, 16)))
+        assert np.abs(array[..., 0].astype(int) - small).max() <= 12
+    assert (array == 255).mean() < 0.01
+
+
+def test_formats_not_every_engine_decodes_are_stored_as_png(tmp_path: Path) -> None:
+    # TGA: no reader lists it; GIF: DALI's decoder cannot read it (its webdataset reader
+    # then finds a sample without an image and stops the run).
+    src = make_folder(tmp_path / "src", 3)
+    index_image(321).save(src / "class_0" / "odd.tga", format="TGA")
+    index_image(322).save(src / "class_0" / "anim.gif", format="GIF")
+    convert(src, tmp_path / "dst", ShardSettings(), workers=1)
+    members = {
+        json.loads(s["json"])["path"]: sorted(k for k in s if k not in ("__key__", "json", "cls"))
+        for s in read_tars(tmp_path / "dst")
+    }
+    assert members["class_0/odd.tga"] == ["png"]
+    assert members["class_0/anim.gif"] == ["png"]
+    seen = read_through_source(tmp_path / "dst")
+    assert read_index(Image.fromarray(seen["class_0/odd.tga"][0])) == 321

@@ -143,3 +143,19 @@ def test_sigkill_at_any_point_then_rerun_equals_an_uninterrupted_run(tmp_path: P
     subprocess.run([*command, str(dst), *args], check=True, env=env)
     assert snapshot(dst) == reference
     assert not list(dst.glob("*.tmp"))
+
+
+def test_a_locked_dst_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.data.test_shards import hold_lock
+
+    src = make_folder(tmp_path / "src", 3)
+    fd = hold_lock(tmp_path / "dst")
+    try:
+        assert main(["shards", str(src), str(tmp_path / "dst"), "--quiet"]) == 2
+    finally:
+        os.close(fd)
+    err = capsys.readouterr().err
+    assert err.startswith("fastssl shards: error: DST ") and "being written by another" in err
+    assert "pid 4242" in err and err.count("\n") == 1
