@@ -3,13 +3,19 @@
 Each command lives in its own module, which provides ``add_arguments(parser)`` and
 ``run(args) -> int``; modules are imported only when their command runs (or its
 ``--help`` is shown), so ``fastssl --help`` answers without importing torch.
+
+Every command exits with the codes of :data:`EXIT_CODES_HELP`: errors a user can fix are
+one line on stderr (``--debug`` or ``FASTSSL_DEBUG=1`` adds the traceback), a bug prints
+its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
@@ -45,6 +51,87 @@ COMMANDS: tuple[Command, ...] = (
 )
 
 
+#: Exit codes of every command.
+EXIT_OK = 0
+EXIT_INTERNAL = 1  # Python's own code for an unhandled exception
+EXIT_USER = 2  # argparse's code for a bad flag
+EXIT_NON_FINITE = 3
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES_HELP = """\
+exit codes:
+  0    success
+  1    internal error: a bug in fastssl or a library; the traceback is printed, please
+       report it
+  2    user error: a bad flag, recipe, data path or checkpoint (a refused or foreign one, an
+       output folder holding another run); a one-line message says what to fix
+       (`fastssl --debug ...` or FASTSSL_DEBUG=1 also prints the traceback)
+  3    non-finite training: the loss, a weight or a BatchNorm statistic became NaN or
+       infinite; the run stopped and its last good (finite) checkpoint is kept
+  130  interrupted (Ctrl-C)"""
+
+#: Exceptions that mean "the user asked for something wrong", reported in one line.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,  # fastssl's ConfigError, CheckpointError, RunExistsError are ValueErrors
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+)
+
+
+def debug_enabled() -> bool:
+    """Whether tracebacks of user errors are printed (``--debug`` / ``FASTSSL_DEBUG=1``)."""
+    return os.environ.get("FASTSSL_DEBUG", "") not in ("", "0")
+
+
+def _is_non_finite(error: BaseException) -> bool:
+    # Imported only if training ran: `fastssl --help` must not import torch.
+    module = sys.modules.get("fastssl.train.module")
+    return module is not None and isinstance(error, module.NonFiniteLossError)
+
+
+def exit_code(error: BaseException) -> int:
+    """The exit code of a command that stopped with ``error`` (see :data:`EXIT_CODES_HELP`).
+
+    >>> exit_code(ValueError("bad flag")), exit_code(RuntimeError("bug"))
+    (2, 1)
+    >>> exit_code(ModuleNotFoundError("no DALI", name="nvidia")), exit_code(ImportError("bug"))
+    (2, 1)
+    """
+    if _is_non_finite(error):
+        return EXIT_NON_FINITE
+    if isinstance(error, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(error, USER_ERRORS):
+        return EXIT_USER
+    if isinstance(error, ModuleNotFoundError) and not (error.name or "").startswith("fastssl"):
+        return EXIT_USER  # an optional dependency (DALI, FFCV, numba) is not installed
+    return EXIT_INTERNAL
+
+
+def report_error(prog: str, error: BaseException) -> int:
+    """Prints ``error`` for the user on stderr and returns its exit code.
+
+    A user error or a non-finite run is one line (with the traceback under ``--debug``);
+    an internal error prints its traceback.
+    """
+    code = exit_code(error)
+    if code == EXIT_INTERNAL or debug_enabled():
+        traceback.print_exception(error, file=sys.stderr)
+    if code == EXIT_INTERNAL:
+        print(
+            f"{prog}: internal error: {type(error).__name__}: {error} (the traceback is "
+            "above; please report it)",
+            file=sys.stderr,
+        )
+    elif code == EXIT_INTERRUPTED:
+        print(f"{prog}: interrupted", file=sys.stderr)
+    else:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+    return code
+
+
 class CommandUnavailableError(RuntimeError):
     """Raised when a command's implementation is not part of this installation."""
 
@@ -68,9 +155,14 @@ def build_parser(load_commands: Sequence[str] = ()) -> argparse.ArgumentParser:
         prog="fastssl",
         description="fastssl: fast self-supervised learning for computer vision.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Run `fastssl <command> --help` for the options of a command.",
+        epilog="Run `fastssl <command> --help` for the options of a command.\n\n" + EXIT_CODES_HELP,
     )
     parser.add_argument("--version", action="version", version=f"fastssl {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="print the traceback of user errors too (or set FASTSSL_DEBUG=1)",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     for command in COMMANDS:
         sub = subparsers.add_parser(command.name, help=command.summary, description=command.summary)
@@ -90,6 +182,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = build_parser(load_commands=[chosen] if chosen in names else [])
     except CommandUnavailableError as error:
         print(f"fastssl: error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_USER
     args = parser.parse_args(argv)
-    return int(args._run(args))
+    previous = os.environ.get("FASTSSL_DEBUG")
+    if args.debug:
+        os.environ["FASTSSL_DEBUG"] = "1"  # read by the commands' report_error calls
+    try:
+        return int(args._run(args))
+    except (Exception, KeyboardInterrupt) as error:
+        return report_error(f"fastssl {args.command}", error)
+    finally:
+        if args.debug:
+            if previous is None:
+                os.environ.pop("FASTSSL_DEBUG", None)
+            else:
+                os.environ["FASTSSL_DEBUG"] = previous

@@ -16,7 +16,11 @@ Backends:
   (:mod:`fastssl.dali`), for folders and shards; ``dali_device="mixed"`` decodes on the GPU.
 * ``"ffcv"``: an FFCV loader per view over a ``.beton``; covers the ViewSpecs FFCV can
   express (random resized crop, horizontal flip, normalization) and names what it cannot.
-* ``"auto"``: FFCV for a ``.beton``; DALI when installed for folders and shards; else torch.
+* ``"auto"``: the fastest engine for the source and the training device
+  (:func:`resolve_backend`): FFCV for a ``.beton``; DALI (decoding on the GPU) when
+  training on a GPU and DALI is installed; the batched torch engine on a CPU, where it
+  outran DALI's CPU mode (750 vs 286 images/s, 224 px SimCLR pairs from shards, 2 workers).
+  A GPU run that falls back to torch (DALI missing, a transform without ViewSpecs) warns.
 
 Example:
     >>> from fastssl.transforms import SimCLRTransform
@@ -27,9 +31,10 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, cast
 
@@ -45,6 +50,7 @@ from fastssl.data.batched_views import (
     ViewDecoder,
 )
 from fastssl.data.dataset import LightlyDataset
+from fastssl.data.manifest import MANIFEST_NAME, read_manifest
 from fastssl.data.multi_view_collate import MultiViewCollate
 from fastssl.data.webdataset_source import WebDatasetSource
 from fastssl.transforms.view_spec import ViewSpec
@@ -72,9 +78,9 @@ def detect_source(source: str | os.PathLike[str]) -> SourceKind:
         raise ValueError(
             f"data path {str(path)!r} is a file: pass an image folder, shards or a .beton"
         )
-    manifest = path / "manifest.json"
+    manifest = path / MANIFEST_NAME
     if manifest.exists():
-        kind = json.loads(manifest.read_text()).get("format")
+        kind = read_manifest(path).get("format")  # ManifestError names a damaged file
         if kind in ("webdataset", "ffcv"):
             return kind
         raise ValueError(f"{manifest}: unknown format {kind!r}")
@@ -137,28 +143,121 @@ class Loader:
         return iter(batches)
 
 
-def resolve_backend(backend: str, kind: SourceKind) -> str:
-    """The backend that ``backend`` means for a source of ``kind`` (resolves ``"auto"``).
+@dataclass(frozen=True)
+class BackendChoice:
+    """The data engine that runs, and why (for the start-of-run report and summaries).
+
+    Attributes:
+        name: ``"torch"``, ``"dali"`` or ``"ffcv"``.
+        reason: Why this engine, in a few words.
+        fallback: True when a faster engine was wanted but cannot run here (the caller
+            announces it); False for the first choice.
+    """
+
+    name: str
+    reason: str
+    fallback: bool = False
+
+
+def _on_gpu(device: str | torch.device) -> bool:
+    """Whether ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"gpu"``, a torch.device)
+    is a GPU."""
+    return str(device) == "gpu" or torch.device(device).type == "cuda"
+
+
+def resolve_backend(
+    backend: str,
+    kind: SourceKind,
+    device: str | torch.device = "cpu",
+    transform: Any = None,
+) -> BackendChoice:
+    """The engine that ``backend`` means for a ``kind`` source trained on ``device``.
+
+    The one rule behind ``backend="auto"`` (``make_loader``, ``fastssl pretrain`` and
+    ``fastssl profile`` all call it):
+
+    * a ``.beton``: FFCV (the only engine that reads it);
+    * a transform without ViewSpecs: torch, calling it per sample (DALI and the batched
+      engine compile ViewSpecs);
+    * training on a GPU: DALI when installed (decoding and augmenting on the GPU), else
+      torch, marked as a fallback;
+    * training on a CPU: the batched torch engine, faster there than DALI's CPU mode
+      (750 vs 286 images/s measured for 224 px SimCLR pairs from shards, 2 workers).
+
+    An explicit backend is honoured (checked against the source kind).
+
+    Args:
+        backend: ``"auto"``, ``"torch"``, ``"dali"`` or ``"ffcv"``.
+        kind: The source kind (:func:`detect_source`).
+        device: Where training runs: ``"cpu"``, ``"cuda"`` (or ``"gpu"``, a torch.device).
+        transform: The multi-view transform, when known: one without ViewSpecs keeps
+            ``"auto"`` on torch.
+
+    Returns:
+        A :class:`BackendChoice` (engine, reason, whether it is a fallback).
 
     Raises:
         ValueError: For an unknown backend or one that cannot read ``kind``.
+
+    Example:
+        >>> resolve_backend("auto", "folder", "cpu").name
+        'torch'
+        >>> resolve_backend("auto", "ffcv", "cuda").name
+        'ffcv'
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is unknown: choose one of {', '.join(BACKENDS)}")
-    if backend == "auto":
-        if kind == "ffcv":
-            return "ffcv"
-        from fastssl.dali.pipeline import dali_available
-
-        return "dali" if dali_available() else "torch"
-    if kind == "ffcv" and backend != "ffcv":
+    if kind == "ffcv" and backend not in ("auto", "ffcv"):
         raise ValueError(f"backend={backend!r} cannot read an FFCV .beton: use backend='ffcv'")
     if kind != "ffcv" and backend == "ffcv":
         raise ValueError(
             f"backend='ffcv' reads .beton files, not a {kind} source: convert it with "
             f"`fastssl shards --format ffcv`, or use backend='dali' or 'torch'"
         )
-    return backend
+    if backend != "auto":
+        return BackendChoice(backend, f"backend={backend} was asked for")
+    if kind == "ffcv":
+        return BackendChoice("ffcv", "a .beton is read by FFCV")
+    gpu = _on_gpu(device)
+    if transform is not None and not _has_view_specs(transform):
+        return BackendChoice(
+            "torch",
+            "the transform has no ViewSpecs, so it runs per sample in torch workers"
+            + (" (DALI cannot compile it)" if gpu else ""),
+            fallback=gpu,
+        )
+    if not gpu:
+        return BackendChoice(
+            "torch", "training on CPU: the batched torch engine outruns DALI's CPU mode"
+        )
+    from fastssl.dali.pipeline import dali_available
+
+    if dali_available():
+        return BackendChoice("dali", "training on a GPU: DALI decodes and augments on it")
+    return BackendChoice(
+        "torch",
+        "training on a GPU but NVIDIA DALI is not installed (pip install "
+        "nvidia-dali-cuda120): the batched torch engine on CPU workers instead",
+        fallback=True,
+    )
+
+
+def _has_view_specs(transform: Any) -> bool:
+    try:
+        view_specs_of(transform)
+    except ValueError:
+        return False
+    return True
+
+
+def training_device(device: str | torch.device | None, dali_device: str | None) -> str:
+    """The training device ``make_loader`` assumes: ``device``, else ``"cuda"`` when DALI
+    decodes on the GPU (``dali_device="mixed"``) or CUDA is available, else ``"cpu"``."""
+    if device is not None:
+        return "cuda" if _on_gpu(device) else "cpu"
+    if dali_device == "mixed" or torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
 
 
 def view_specs_of(transform: Any) -> list[ViewSpec]:
@@ -201,9 +300,10 @@ def make_loader(
     rank: int | None = None,
     world_size: int | None = None,
     strict: bool = False,
-    dali_device: Literal["cpu", "mixed"] = "cpu",
+    dali_device: Literal["cpu", "mixed"] | None = None,
     dtype: torch.dtype = torch.float32,
     batched: bool | None = None,
+    device: str | torch.device | None = None,
 ) -> Loader:
     """Builds the training loader for ``source``.
 
@@ -211,7 +311,9 @@ def make_loader(
         source: Image folder, ``fastssl shards`` folder, or ``.beton`` file.
         transform: The multi-view transform (e.g. ``SimCLRTransform(...)``); engines other
             than torch compile its ``view_specs``.
-        backend: ``"auto"``, ``"torch"``, ``"dali"`` or ``"ffcv"``.
+        backend: ``"auto"``, ``"torch"``, ``"dali"`` or ``"ffcv"``; ``"auto"`` picks by
+            source and training device (:func:`resolve_backend`) and warns when a GPU run
+            falls back to torch.
         batch_size: Samples per batch on this process.
         num_workers: Loader processes (torch) or threads (DALI, FFCV); default: the usable
             CPU cores.
@@ -220,12 +322,18 @@ def make_loader(
         seed: Seed of the data order and of the augmentations (DALI; torch batched engine).
         rank: This process's rank (default: from torch.distributed).
         world_size: Number of processes (default: from torch.distributed).
-        strict: Raise on an unreadable image instead of skipping it with a warning (torch).
-        dali_device: ``"cpu"`` or ``"mixed"`` (decode on the GPU of this rank) for DALI.
+        strict: Raise on an unreadable image or shard sample instead of replacing it with a
+            warning (torch backend; folders and shards).
+        dali_device: ``"cpu"`` or ``"mixed"`` (decode on the GPU of this rank) for DALI;
+            None: ``"mixed"`` when ``device`` is a GPU or ``"auto"`` infers one, else
+            ``"cpu"``.
         dtype: Dtype of the views: float32 (every backend), float16 or bfloat16 (DALI, FFCV,
             and torch's batched engine).
         batched: torch backend: run the batched engine (None: whenever ``transform`` is
             built from ViewSpecs) or, with False, call ``transform`` on every sample.
+        device: The training device (``"cpu"``, ``"cuda"``), which ``"auto"`` and
+            ``dali_device`` follow; None: ``"cuda"`` when ``dali_device="mixed"`` or CUDA
+            is available (see :func:`training_device`).
 
     Returns:
         A :class:`Loader`.
@@ -240,7 +348,15 @@ def make_loader(
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1")
     kind = detect_source(source)
-    chosen = resolve_backend(backend, kind)
+    on = training_device(device, dali_device)
+    choice = resolve_backend(backend, kind, on, transform)
+    if choice.fallback:
+        warnings.warn(f"backend=auto chose {choice.name}: {choice.reason}", stacklevel=2)
+    chosen = choice.name
+    if dali_device is None:  # an explicit backend="dali" without a device keeps "cpu"
+        dali_device = (
+            "mixed" if on == "cuda" and (device is not None or backend == "auto") else "cpu"
+        )
     rank = dist.rank() if rank is None else rank
     world_size = dist.world_size() if world_size is None else world_size
     workers = len(os.sched_getaffinity(0)) if num_workers is None else num_workers
@@ -283,6 +399,7 @@ def make_loader(
             shuffle=shuffle,
             rank=rank,
             world_size=world_size,
+            strict=strict,
         )
         return Loader(
             DataLoader(shards, **common), kind, "torch", shards.set_epoch, recycler=recycler

@@ -5,6 +5,7 @@ from fastssl.eval.checkpoint import CheckpointError, load_backbone, load_method
 from fastssl.eval.features import (
     Features,
     LabeledData,
+    NonFiniteFeaturesError,
     eval_transform,
     extract_features,
     open_labeled,
@@ -17,6 +18,7 @@ __all__ = [
     "CheckpointError",
     "Features",
     "LabeledData",
+    "NonFiniteFeaturesError",
     "ProbeResult",
     "eval_transform",
     "extract_features",

@@ -4,7 +4,8 @@ The checkpoint is a Lightning checkpoint: a dict whose ``"hyper_parameters"`` ho
 ``"method"`` (a :mod:`fastssl.methods` registry name) and ``"method_kwargs"`` (the method's
 constructor arguments: ``backbone``, ``input_size``, ...), and whose ``"state_dict"`` holds
 the method's weights under the prefix ``"method."``. The method is rebuilt from its name and
-arguments (no pickled modules are trusted for the architecture) and its weights are loaded
+arguments (no pickled modules are trusted for the architecture; the file is read weights
+only, by :mod:`fastssl.checkpoint`, the one reader of checkpoints) and its weights are loaded
 strictly, so a checkpoint that does not match its own recipe is an error, not a silently
 half-random backbone.
 
@@ -15,7 +16,6 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import os
 from dataclasses import dataclass, field
@@ -24,17 +24,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from fastssl import methods
+from fastssl.checkpoint import (
+    STATE_PREFIX,
+    CheckpointError,
+    CheckpointNotFoundError,
+    method_state_dict,
+    rebuild_method,
+    resolve_method,
+)
+from fastssl.checkpoint import read_checkpoint as _read_file
 from fastssl.methods.base import Method
-
-#: Prefix of the method's weights in the Lightning module's state dict.
-STATE_PREFIX = "method."
-#: Inserted by ``torch.compile`` around a compiled module's parameters.
-_COMPILE_PREFIX = "_orig_mod."
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, unreadable or not in fastssl's training format."""
 
 
 @dataclass
@@ -46,13 +45,14 @@ class CheckpointInfo:
         method: Registry name of the method (e.g. ``"simclr"``).
         method_kwargs: Constructor arguments of the method (``backbone``, ``input_size``, ...).
         state_dict: The method's own weights (the ``"method."`` prefix removed).
+        default_backbone: The method's default backbone, used when ``method_kwargs``
+            names none.
     """
 
     path: str
     method: str
     method_kwargs: dict[str, Any]
     state_dict: dict[str, torch.Tensor] = field(repr=False)
-    #: The method's default backbone, used when ``method_kwargs`` names none.
     default_backbone: str | None = None
 
     @property
@@ -62,13 +62,19 @@ class CheckpointInfo:
         return backbone if isinstance(backbone, str) else "?"
 
 
-def _strip_compile(key: str) -> str:
-    # A backbone compiled in place saves its weights as "<name>._orig_mod.<param>".
-    return key.replace(_COMPILE_PREFIX, "")
+def _info(checkpoint: dict[str, Any], name: str) -> CheckpointInfo:
+    hparams = checkpoint["hyper_parameters"]
+    return CheckpointInfo(
+        name, hparams["method"], dict(hparams.get("method_kwargs", {})),
+        method_state_dict(checkpoint),
+    )  # fmt: skip
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> CheckpointInfo:
     """Reads a training checkpoint without building the model.
+
+    The file is read by :func:`fastssl.checkpoint.read_checkpoint`: weights only, so a
+    file that would unpickle arbitrary Python objects is refused before any of it runs.
 
     Args:
         path: A Lightning checkpoint written by ``fastssl pretrain``.
@@ -77,68 +83,10 @@ def read_checkpoint(path: str | os.PathLike[str]) -> CheckpointInfo:
         The method name, its arguments and its weights.
 
     Raises:
-        CheckpointError: When the file is missing, unreadable, or lacks the fields above;
-            the message names the file.
+        CheckpointError: When the file is missing, refused, unreadable, or lacks the fields
+            above; the message names the file.
     """
-    name = os.fspath(path)
-    if not os.path.isfile(name):
-        raise CheckpointError(f"checkpoint {name!r} does not exist (or is not a file)")
-    try:
-        # weights_only=False: Lightning stores hyper-parameters as plain Python objects.
-        data = torch.load(name, map_location="cpu", weights_only=False)
-    except Exception as error:  # pickle, zip and torch errors all mean "not a checkpoint"
-        raise CheckpointError(
-            f"checkpoint {name!r} cannot be read by torch.load: {type(error).__name__}: {error}"
-        ) from error
-    hint = (
-        "expected a `fastssl pretrain` checkpoint: a dict with 'hyper_parameters' "
-        "{'method', 'method_kwargs'} and a 'state_dict' with 'method.' keys"
-    )
-    if not isinstance(data, dict):
-        raise CheckpointError(f"checkpoint {name!r} holds a {type(data).__name__}; {hint}")
-    hparams = data.get("hyper_parameters")
-    state = data.get("state_dict")
-    if all(isinstance(value, torch.Tensor) for value in data.values()):
-        raise CheckpointError(
-            f"checkpoint {name!r} is a bare state_dict of {len(data)} tensors (as written by "
-            f"`fastssl export`), not a training checkpoint; {hint}"
-        )
-    if not isinstance(hparams, dict) or not isinstance(state, dict):
-        raise CheckpointError(f"checkpoint {name!r} has keys {sorted(map(str, data))[:8]}; {hint}")
-    method = hparams.get("method")
-    kwargs = hparams.get("method_kwargs", {})
-    if not isinstance(method, str) or not isinstance(kwargs, dict):
-        raise CheckpointError(
-            f"checkpoint {name!r}: hyper_parameters['method'] is {method!r} and "
-            f"hyper_parameters['method_kwargs'] is a {type(kwargs).__name__}; {hint}"
-        )
-    own = {
-        _strip_compile(key[len(STATE_PREFIX) :]): value
-        for key, value in state.items()
-        if key.startswith(STATE_PREFIX)
-    }
-    if not own:
-        raise CheckpointError(
-            f"checkpoint {name!r}: no 'method.' weights in its state_dict; {hint}"
-        )
-    return CheckpointInfo(name, method, dict(kwargs), own)
-
-
-def resolve_method(name: str) -> type[Method]:
-    """The method class of a registry name (``"simclr"``) or a ``"package.module:Class"``
-    path (how the training engine records methods outside the registry).
-
-    Raises:
-        ValueError: For an unknown registry name or a path that names no Method subclass.
-        ImportError: When the path's module cannot be imported.
-    """
-    if ":" not in name:
-        return methods.get(name)
-    module_name, _, class_name = name.partition(":")
-    cls = getattr(importlib.import_module(module_name), class_name, None)
-    if not (isinstance(cls, type) and issubclass(cls, Method)):
-        raise ValueError(f"method {name!r} does not name a fastssl.methods.Method subclass")
-    return cls
+    return _info(_read_file(path), os.fspath(path))
 
 
 def load_method(path: str | os.PathLike[str]) -> tuple[Method, CheckpointInfo]:
@@ -151,37 +99,36 @@ def load_method(path: str | os.PathLike[str]) -> tuple[Method, CheckpointInfo]:
         CheckpointError: For a file not in the format, an unknown method, arguments the
             method does not accept, or weights that do not fit the rebuilt method.
     """
-    info = read_checkpoint(path)
-    try:
-        cls = resolve_method(info.method)
-    except (ValueError, ImportError) as error:
-        raise CheckpointError(f"checkpoint {info.path!r}: {error}") from error
-    parameter = inspect.signature(cls).parameters.get("backbone")
+    name = os.fspath(path)
+    checkpoint = _read_file(name)
+    model = rebuild_method(checkpoint, name)
+    info = _info(checkpoint, name)
+    parameter = inspect.signature(type(model)).parameters.get("backbone")
     if parameter is not None and isinstance(parameter.default, str):
         info.default_backbone = parameter.default
-    try:
-        model = cls(**info.method_kwargs)
-    except (TypeError, ValueError) as error:
+    return model, info
+
+
+def check_finite(module: nn.Module, checkpoint: str) -> None:
+    """Refuses a network whose weights or buffers (BatchNorm statistics) hold NaN or inf.
+
+    Such a backbone (from a diverged run) gives NaN, infinite or constant features, and
+    any accuracy computed from them is chance, not a measurement.
+
+    Raises:
+        CheckpointError: Naming ``checkpoint`` and the first offending tensors.
+    """
+    bad = [
+        key
+        for key, value in module.state_dict().items()
+        if value.is_floating_point() and not bool(value.isfinite().all())
+    ]
+    if bad:
         raise CheckpointError(
-            f"checkpoint {info.path!r}: method {info.method!r} cannot be built from "
-            f"method_kwargs={info.method_kwargs!r}: {error}"
-        ) from error
-    try:
-        # strict=False, then our own check: the same strictness with a message naming the file.
-        result = model.load_state_dict(info.state_dict, strict=False)
-    except RuntimeError as error:  # a tensor of the wrong shape
-        raise CheckpointError(
-            f"checkpoint {info.path!r}: its weights do not fit method {info.method!r} built "
-            f"with {info.method_kwargs!r}: {error}"
-        ) from error
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(
-            f"checkpoint {info.path!r}: its weights do not fit method {info.method!r} built "
-            f"with {info.method_kwargs!r}: missing {result.missing_keys[:5]}"
-            f"{'...' if len(result.missing_keys) > 5 else ''}, unexpected "
-            f"{result.unexpected_keys[:5]}{'...' if len(result.unexpected_keys) > 5 else ''}"
+            f"checkpoint {checkpoint!r}: {len(bad)} backbone tensors hold NaN or infinite "
+            f"values (e.g. {', '.join(bad[:3])}), from a diverged run; its features would "
+            "be meaningless: evaluate an earlier checkpoint or train again"
         )
-    return model.eval(), info
 
 
 def load_backbone(path: str | os.PathLike[str]) -> tuple[nn.Module, int, int]:
@@ -204,3 +151,16 @@ def load_backbone(path: str | os.PathLike[str]) -> tuple[nn.Module, int, int]:
     """
     model, _ = load_method(path)
     return model.backbone.eval(), int(model.feature_dim), int(model.input_size)
+
+
+__all__ = [
+    "STATE_PREFIX",
+    "CheckpointError",
+    "CheckpointInfo",
+    "CheckpointNotFoundError",
+    "check_finite",
+    "load_backbone",
+    "load_method",
+    "read_checkpoint",
+    "resolve_method",
+]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +25,8 @@ import torch
 from torch import nn
 
 from fastssl import __version__
-from fastssl.eval.checkpoint import load_method
+from fastssl.cli import EXIT_INTERNAL, exit_code, report_error
+from fastssl.eval.checkpoint import check_finite, load_method
 from fastssl.eval.features import (
     PixelFeatures,
     class_mapping,
@@ -210,6 +210,7 @@ def resolve_model(
                 "use --network online"
             )
         backbone = ema
+    check_finite(backbone, spec)  # a diverged run: refused, not scored at chance
     return EvalModel(backbone, int(model.feature_dim), size, info.method, info.backbone_name)
 
 
@@ -288,7 +289,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         start = time.perf_counter()
         common: dict[str, Any] = {
             "batch_size": args.batch_size, "num_workers": workers, "device": device,
-            "progress": progress,
+            "progress": progress, "origin": f"--checkpoint {args.checkpoint!r}",
         }  # fmt: skip
         train_feats = extract_features(model.backbone, train, **common)
         val_feats = extract_features(model.backbone, val, target_map=target_map, **common)
@@ -359,12 +360,13 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Runs ``fastssl eval``; returns the exit code (0 done, 2 bad input)."""
+    """Runs ``fastssl eval``; returns the exit code (0 done, 2 bad input, 3 non-finite features)."""
     try:
         report = evaluate(args)
-    except (ValueError, FileNotFoundError, ImportError) as error:
-        print(f"fastssl eval: error: {error}", file=sys.stderr)
-        return 2
+    except Exception as error:  # user errors: one line (exit 2); bugs propagate
+        if exit_code(error) == EXIT_INTERNAL:
+            raise
+        return report_error("fastssl eval", error)
     row = {
         "Checkpoint": os.path.basename(report["checkpoint"]) or report["checkpoint"],
         "Method": report["method"],

@@ -26,13 +26,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from typing import Any
 
 import torch
 from torch import nn
 
-from fastssl.eval.checkpoint import load_method
+from fastssl.cli import EXIT_INTERNAL, exit_code, report_error
+from fastssl.eval.checkpoint import check_finite, load_method
 from fastssl.models.backbones import SMALL_INPUT_SIZE, available_backbones
 
 FORMATS = ("torch", "torchvision")
@@ -81,10 +81,12 @@ def export(checkpoint: str, out: str, fmt: str = "torch") -> dict[str, Any]:
 
     Raises:
         CheckpointError: When the checkpoint cannot be loaded (names the file).
-        ValueError: See :func:`backbone_state_dict`.
+        ValueError: See :func:`backbone_state_dict`; CheckpointError (a ValueError) for
+            a backbone whose weights or statistics are not finite.
     """
     model, info = load_method(checkpoint)
     state = backbone_state_dict(model.backbone, info.backbone_name, fmt)
+    check_finite(model.backbone, checkpoint)  # a diverged run's backbone is not exported
     input_size = int(model.input_size)
     name = info.backbone_name
     cifar_stem = name.startswith(("resnet", "wide_resnet", "resnext")) and (
@@ -132,9 +134,10 @@ def run(args: argparse.Namespace) -> int:
     """Runs ``fastssl export``; returns the exit code (0 done, 2 bad input)."""
     try:
         sidecar = export(args.checkpoint, args.out, args.format)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"fastssl export: error: {error}", file=sys.stderr)
-        return 2
+    except Exception as error:  # user errors: one line (exit 2); bugs propagate
+        if exit_code(error) == EXIT_INTERNAL:
+            raise
+        return report_error("fastssl export", error)
     print(
         f"wrote {sidecar['num_tensors']} tensors of the {sidecar['backbone']} backbone "
         f"({sidecar['method']}, D={sidecar['feature_dim']}, {sidecar['input_size']} px) to "

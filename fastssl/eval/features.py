@@ -41,6 +41,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+class NonFiniteFeaturesError(ValueError):
+    """A backbone gave NaN or infinite features: its weights or BatchNorm statistics are
+    not finite, and any accuracy computed from them would be meaningless."""
+
+
 class ToRGB:
     """Converts a PIL image of any mode (grayscale, palette, RGBA) to RGB.
 
@@ -246,6 +251,7 @@ def extract_features(
     device: str | torch.device = "cpu",
     target_map: Tensor | None = None,
     progress: bool = False,
+    origin: str = "the backbone",
 ) -> Features:
     """Runs a frozen backbone over every sample of ``data`` once.
 
@@ -259,12 +265,14 @@ def extract_features(
         target_map: Optional (C_data,) tensor mapping ``data``'s targets to other class
             indices (see :func:`class_mapping`).
         progress: Show a progress bar.
+        origin: What the backbone is, for error messages (e.g. ``"checkpoint 'a.ckpt'"``).
 
     Returns:
         :class:`Features` with N = len(data) rows.
 
     Raises:
         ValueError: If ``data`` yields no sample.
+        NonFiniteFeaturesError: If a feature is NaN or infinite (names ``origin``).
     """
     was_training = backbone.training
     backbone.eval()
@@ -285,7 +293,16 @@ def extract_features(
         backbone.train(was_training)
     if not chunks:
         raise ValueError(f"{data.source!r} yielded no images to extract features from")
+    features = torch.cat(chunks)
+    bad = int((~torch.isfinite(features)).any(dim=1).sum())
+    if bad:
+        raise NonFiniteFeaturesError(
+            f"{origin} gives NaN or infinite features for {bad} of {len(features)} images of "
+            f"{data.source!r}: its weights or BatchNorm statistics are not finite (a diverged "
+            "run), so no accuracy can be computed from it; evaluate an earlier checkpoint or "
+            "train again with a lower learning rate"
+        )
     label_tensor = torch.cat(labels)
     if target_map is not None:
         label_tensor = target_map[label_tensor]
-    return Features(torch.cat(chunks), label_tensor, keys)
+    return Features(features, label_tensor, keys)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import importlib
 import io
 import itertools
-import json
 import os
 import tempfile
 import time
@@ -34,7 +33,7 @@ from typing import Any
 import torch
 from torch.utils.data import IterableDataset
 
-from fastssl.data.loader import Loader, detect_source, make_loader, resolve_backend, view_specs_of
+from fastssl.data.loader import Loader, make_loader, view_specs_of
 from fastssl.train.config import PretrainConfig
 
 # Method name -> (transform class in fastssl.transforms, keyword of the global view size;
@@ -224,19 +223,6 @@ def cpu_count() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def training_backend(config: PretrainConfig, transform: Any) -> str:
-    """The backend ``fastssl pretrain`` uses for ``config``: ``auto`` resolved, falling
-    back to torch for transforms without ViewSpecs (as the training engine does)."""
-    kind = detect_source(config.data.path)
-    backend = resolve_backend(config.data.backend, kind)
-    if config.data.backend == "auto" and backend == "dali":
-        try:
-            view_specs_of(transform)
-        except ValueError:
-            return "torch"
-    return backend
-
-
 def build_loader(
     config: PretrainConfig,
     transform: Any,
@@ -251,15 +237,15 @@ def build_loader(
     Args:
         config: The recipe (data path, backend, workers, batch, seed).
         transform: The multi-view transform.
-        backend: Overrides the recipe's backend (resolved like ``pretrain`` does).
+        backend: Overrides the recipe's backend (None: the one ``pretrain`` chooses,
+            :func:`fastssl.train.engine.choose_backend`).
         workers: Overrides ``data.num_workers`` (None: the recipe's, else all cores).
         batch_size: Overrides ``data.batch_size``.
         device: The training device; DALI decodes on it when it is a GPU.
     """
-    chosen = backend or training_backend(config, transform)
-    extra: dict[str, Any] = {}
-    if chosen == "dali" and device is not None and device.type == "cuda":
-        extra["dali_device"] = "mixed"
+    from fastssl.train.engine import choose_backend
+
+    chosen = backend or choose_backend(config, transform).name
     batch = batch_size or config.data.batch_size
     too_few = ValueError(
         f"data.path={config.data.path!r} holds too few images for one batch of {batch}: "
@@ -277,7 +263,7 @@ def build_loader(
             seed=config.trainer.seed,
             rank=0,
             world_size=1,
-            **extra,
+            device=device,  # DALI decodes on a GPU one
         )
     except RuntimeError as error:  # DALI refuses a shard smaller than the batch
         if "no data in the pipeline" in str(error):
@@ -355,10 +341,19 @@ def _encoded_samples(source: str, kind: str, count: int) -> Iterator[tuple[float
                 data = handle.read()
             yield time.perf_counter() - start, data, target
         return
-    from fastssl.data.webdataset_source import IMAGE_EXTENSIONS, iter_shard
+    from fastssl.data.manifest import (
+        IMAGE_EXTENSIONS,
+        MANIFEST_NAME,
+        check_webdataset_manifest,
+        read_manifest,
+        shard_path,
+    )
+    from fastssl.data.webdataset_source import iter_shard
 
-    manifest = json.loads((Path(source) / "manifest.json").read_text())
-    paths = [os.path.join(source, shard["file"]) for shard in manifest["shards"]]
+    manifest = read_manifest(source)
+    where = os.path.join(source, MANIFEST_NAME)
+    check_webdataset_manifest(manifest, where, verify=False)
+    paths = [shard_path(source, where, i, s["file"]) for i, s in enumerate(manifest["shards"])]
     done = 0
     while done < count:
         before = done
@@ -491,7 +486,8 @@ def dali_stages(
         warmup: Batches run first.
         loader_batch_ms: The loader's measured median batch time.
     """
-    from fastssl.dali.pipeline import IMAGE_EXTS, build_pipeline, import_dali
+    from fastssl.dali.pipeline import build_pipeline, import_dali
+    from fastssl.data.manifest import DALI_IMAGE_EXTENSIONS
 
     dali = import_dali()
     fn, types = dali.fn, dali.types
@@ -515,7 +511,7 @@ def dali_stages(
         out = fn.readers.webdataset(
             paths=list(reader.tars),
             index_paths=list(reader.indexes),
-            ext=[";".join(IMAGE_EXTS)],
+            ext=[";".join(DALI_IMAGE_EXTENSIONS)],
             missing_component_behavior="error",
             **common,
         )
@@ -666,6 +662,5 @@ __all__ = [
     "resolve_workers",
     "spec_size",
     "torch_stages",
-    "training_backend",
     "view_shapes",
 ]

@@ -52,7 +52,6 @@ from fastssl.profile.loader import (
     max_side_speedup,
     resolve_workers,
     torch_stages,
-    training_backend,
     view_shapes,
 )
 from fastssl.profile.pipeline import (
@@ -70,6 +69,7 @@ from fastssl.profile.report import (
     judge,
 )
 from fastssl.train.config import PretrainConfig
+from fastssl.train.engine import choose_backend
 
 #: Alternatives ``--variants`` can name; ``auto`` is all of them but compile on the CPU.
 VARIANTS: tuple[str, ...] = (
@@ -280,7 +280,7 @@ def _loader_half(
     config = s.config
     kind = check_data(config)
     workers = resolve_workers(config)
-    loader = s.loader(transform, backend=training_backend(config, transform))
+    loader = s.loader(transform, backend=choose_backend(config, transform).name)
     rate = loader_rate(loader, s.options.steps, s.options.warmup, workers)
     report = LoaderReport(
         loader_images_per_s=rate["images_per_s"],
@@ -404,7 +404,7 @@ def _loader_options(s: _Session, transform: Any, kind: str, current: float) -> l
     config = s.config
     options: list[Option] = []
     workers, cores = resolve_workers(config), cpu_count()
-    backend = training_backend(config, transform)
+    backend = choose_backend(config, transform).name
     unit = "threads" if backend in ("dali", "ffcv") else "workers"
     if "workers" in s.variants:
         more = _more_workers(workers, cores)

@@ -2,7 +2,12 @@
 
 - :class:`LastCheckpoint` rewrites ``OUT/last.ckpt`` every N optimizer steps and at the
   end, atomically (written aside, then renamed), so a crash or a non-finite loss leaves
-  the last good checkpoint intact.
+  the last good checkpoint intact. It writes only a finite state: every parameter and
+  buffer is checked first (and every ``log_every_n_steps`` steps), and a NaN or infinity
+  anywhere (a BatchNorm running variance, say, while the loss still looks finite) stops
+  the run with :class:`NonFiniteStateError`.
+- :class:`ResumableCSVLogger` is Lightning's CSV logger that keeps the ``metrics.csv`` rows
+  of the steps before a resume (Lightning's deletes the file).
 - :class:`ThroughputMonitor` logs images/s and the data-wait fraction: the share of the
   step time spent waiting for the next batch (near 0: compute bound; near 1: data bound).
 - :class:`OnlineKNN` logs weighted-kNN top-1 accuracy (InstDisc, Wu et al. 2018; k=200,
@@ -14,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import time
@@ -22,19 +28,67 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
+from lightning_fabric.loggers.csv_logs import _ExperimentWriter as _FabricExperimentWriter
+from lightning_fabric.loggers.logger import rank_zero_experiment
+from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from torch import nn
 
-from fastssl.eval.features import class_mapping, eval_transform, extract_features, open_labeled
+from fastssl.eval.features import (
+    NonFiniteFeaturesError,
+    class_mapping,
+    eval_transform,
+    extract_features,
+    open_labeled,
+)
 from fastssl.eval.knn import knn_accuracy
+from fastssl.train.module import NonFiniteLossError
+from fastssl.utils import dist
+
+
+class NonFiniteStateError(NonFiniteLossError):
+    """A parameter or buffer became NaN or infinite (the loss may still look finite):
+    training stops and the last good (finite) checkpoint stays."""
+
+
+def non_finite_tensors(module: nn.Module) -> list[str]:
+    """Names of ``module``'s floating-point parameters and buffers holding a NaN or an
+    infinity, on every rank when distributed (so all ranks stop together).
+
+    One device-to-host copy for the whole module when everything is finite.
+    """
+    named = [
+        (name, tensor)
+        for name, tensor in module.state_dict(keep_vars=False).items()
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and tensor.numel()
+    ]
+    if not named:
+        return []
+    finite = torch.stack([torch.isfinite(tensor).all() for _, tensor in named])
+    bad = (~finite).sum().float()
+    if dist.is_distributed():
+        bad = dist.all_reduce_sum(bad)
+    if not bool(bad > 0):
+        return []
+    names = [name for (name, _), ok in zip(named, finite.tolist(), strict=True) if not ok]
+    return names or ["(a tensor on another process)"]
 
 
 class LastCheckpoint(pl.Callback):
     """Writes ``dirpath/last.ckpt`` every ``every_n_steps`` steps and when training ends.
 
+    A checkpoint is written only when every parameter and buffer is finite; otherwise the
+    run stops with :class:`NonFiniteStateError` and the previous checkpoint stays. The
+    state is also checked every ``check_every_n_steps`` steps, so a run whose weights or
+    BatchNorm statistics diverged stops early even when its loss stays finite.
+
     Args:
         dirpath: Output folder.
         every_n_steps: Steps between checkpoints (0: only at the end).
         keep_step_checkpoints: Also keep ``step-<N>.ckpt`` copies.
+        check_every_n_steps: Steps between finiteness checks (None: the trainer's
+            ``log_every_n_steps``; 0: only before writing a checkpoint).
     """
 
     def __init__(
@@ -42,21 +96,54 @@ class LastCheckpoint(pl.Callback):
         dirpath: str | os.PathLike[str],
         every_n_steps: int,
         keep_step_checkpoints: bool = False,
+        check_every_n_steps: int | None = None,
     ) -> None:
         self.dirpath = Path(dirpath)
         self.every_n_steps = every_n_steps
         self.keep_step_checkpoints = keep_step_checkpoints
+        self.check_every_n_steps = check_every_n_steps
         self.last_saved_step = -1
+        self._checked_step = -1
 
     @property
     def last_path(self) -> Path:
+        """The checkpoint this callback keeps: ``dirpath/last.ckpt``."""
         return self.dirpath / "last.ckpt"
 
+    def check_finite(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Raises :class:`NonFiniteStateError` if a parameter or buffer is not finite (all
+        ranks must call this)."""
+        step = int(trainer.global_step)
+        if step == self._checked_step:
+            return
+        bad = non_finite_tensors(pl_module)
+        if bad:
+            kept = (
+                f"the last good checkpoint {str(self.last_path)!r} (step {self.last_saved_step}) "
+                "is kept"
+                if self.last_saved_step >= 0
+                else "no checkpoint of this run was written"
+            )
+            loss = getattr(pl_module, "last_loss", float("nan"))
+            raise NonFiniteStateError(
+                f"{len(bad)} parameters or buffers are NaN or infinite at step {step} (epoch "
+                f"{trainer.current_epoch}), e.g. {', '.join(bad[:3])}, while the loss is "
+                f"{loss:.4g}: training stopped; {kept}. Try a lower learning rate, gradient "
+                "clipping (--set trainer.gradient_clip=1.0) or precision 32."
+            )
+        self._checked_step = step
+
     def save(self, trainer: pl.Trainer) -> None:
-        """Writes the checkpoint of the current step (all ranks must call this)."""
+        """Writes the checkpoint of the current step, if its state is finite (all ranks
+        must call this).
+
+        Raises:
+            NonFiniteStateError: A parameter or buffer is NaN or infinite (nothing written).
+        """
         step = int(trainer.global_step)
         if step == self.last_saved_step:
             return
+        self.check_finite(trainer, trainer.lightning_module)
         tmp = self.dirpath / "last.ckpt.tmp"
         trainer.save_checkpoint(tmp)  # rank 0 writes; ends with a barrier
         if trainer.is_global_zero:
@@ -66,6 +153,11 @@ class LastCheckpoint(pl.Callback):
         trainer.strategy.barrier("fastssl_last_checkpoint")
         self.last_saved_step = step
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # A resumed run starts at the checkpoint's step: a run with nothing left to train
+        # (already finished) must not rewrite it.
+        self.last_saved_step = int(trainer.global_step) if trainer.global_step > 0 else -1
+
     def on_train_batch_end(
         self,
         trainer: pl.Trainer,
@@ -74,11 +166,76 @@ class LastCheckpoint(pl.Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        if self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0:
+        step = int(trainer.global_step)
+        every = self.check_every_n_steps
+        if every is None:
+            every = int(getattr(trainer, "log_every_n_steps", 1))
+        if every > 0 and step % every == 0:
+            self.check_finite(trainer, pl_module)
+        if self.every_n_steps > 0 and step % self.every_n_steps == 0:
             self.save(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.save(trainer)
+
+
+class _KeepingWriter(ExperimentWriter):
+    """Lightning's CSV writer, keeping the rows of ``metrics.csv`` logged before
+    ``keep_before_step`` (None: a new run, the file is replaced)."""
+
+    def __init__(self, log_dir: str, keep_before_step: int | None) -> None:
+        self.keep_before_step = keep_before_step
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:
+        path = self.metrics_file_path
+        if not os.path.isfile(path):
+            return
+        if self.keep_before_step is None:
+            os.remove(path)  # a new run: its metrics start afresh
+            return
+        with open(path, newline="") as handle:
+            reader = csv.DictReader(handle)
+            fields = list(reader.fieldnames or [])
+            rows = [row for row in reader if _step_of(row) < self.keep_before_step]
+        # Rows from the resumed step on were logged after the checkpoint (by the run that
+        # stopped) and are logged again: drop them, keep everything before.
+        with open(path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+        self.metrics_keys = sorted(fields)
+
+
+def _step_of(row: dict[str, str]) -> float:
+    try:
+        return float(row.get("step") or "inf")
+    except ValueError:
+        return float("inf")
+
+
+class ResumableCSVLogger(CSVLogger):
+    """``CSVLogger`` writing ``save_dir/metrics.csv`` that keeps the rows logged before a
+    resume (Lightning's deletes the file when a run starts in a folder that has one).
+
+    Args:
+        save_dir: The run's output folder.
+        keep_before_step: The step the run resumes at (rows logged before it are kept);
+            None for a new run (an old ``metrics.csv`` is replaced).
+    """
+
+    def __init__(self, save_dir: str | os.PathLike[str], keep_before_step: int | None) -> None:
+        super().__init__(save_dir=os.fspath(save_dir), name="", version="")
+        self.keep_before_step = keep_before_step
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> _FabricExperimentWriter:
+        """The writer (created on first use, on rank 0, as Lightning's)."""
+        if self._experiment is None:
+            os.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _KeepingWriter(self.log_dir, self.keep_before_step)
+        return self._experiment
 
 
 class ThroughputMonitor(pl.Callback):
@@ -216,8 +373,11 @@ class OnlineKNN(pl.Callback):
             num_workers=self.num_workers,
             device=pl_module.device,
         )
-        train = embed(self._bank)
-        val = embed(self._queries, target_map=self._target_map)
+        try:
+            train = embed(self._bank)
+            val = embed(self._queries, target_map=self._target_map)
+        except NonFiniteFeaturesError as error:
+            raise NonFiniteStateError(f"online kNN: {error}: training stopped") from error
         return knn_accuracy(
             train.features,
             train.labels,
@@ -235,4 +395,11 @@ class OnlineKNN(pl.Callback):
         pl_module.log("knn/top1", self.last_top1, rank_zero_only=True)
 
 
-__all__ = ["LastCheckpoint", "OnlineKNN", "ThroughputMonitor"]
+__all__ = [
+    "LastCheckpoint",
+    "NonFiniteStateError",
+    "OnlineKNN",
+    "ResumableCSVLogger",
+    "ThroughputMonitor",
+    "non_finite_tensors",
+]

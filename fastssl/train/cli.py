@@ -7,14 +7,18 @@ field is reachable with ``--set key.sub=value`` (repeatable). Examples::
     fastssl pretrain pipelines/dino.yaml --data shards/ --devices 8 --precision bf16-mixed \\
         --set method_kwargs.backbone=vit_b_16 --set optimizer.lr=0.0005
     fastssl pretrain pipelines/simclr.yaml --data images/ --resume runs/simclr/last.ckpt
+
+A run into an ``--out`` folder that holds a checkpoint continues it (``--resume auto``, the
+default: a requeued cluster job goes on) or, with ``--overwrite``, starts over.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Collection
 from typing import Any
+
+from fastssl.cli import EXIT_CODES_HELP, EXIT_INTERNAL, exit_code, report_error
 
 #: CLI flag (argparse dest) -> recipe key.
 FLAG_KEYS: dict[str, str] = {
@@ -61,18 +65,39 @@ A recipe has these sections; every key can be set with --set section.key=value:
 Unset optimizer and schedule keys take the method's paper defaults.
 
 Writes OUT/last.ckpt, OUT/summary.json, OUT/metrics.csv, OUT/config.yaml and
-TensorBoard logs (OUT/tensorboard). Exit code 1: non-finite loss (the last good
-checkpoint is kept); 2: a bad recipe, flag or data path.
+TensorBoard logs (OUT/tensorboard). last.ckpt is only ever replaced by a finite state.
+
+An OUT that holds a checkpoint (last.ckpt, or hpc_ckpt_N.ckpt from a SLURM requeue):
+  --resume auto   (default) continue its newest checkpoint, metrics.csv rows kept; a run
+                  that already reached max_steps/max_epochs says so and exits 0 without
+                  training (raise --max-epochs/--max-steps to train further)
+  --resume never  refuse (exit 2) unless --overwrite
+  --resume CKPT   continue CKPT (into an OUT holding another run only with --overwrite)
+  --overwrite     start over: deletes OUT's checkpoints, metrics.csv and summary.json
+Checkpoints are read weights-only: a file holding other pickled objects is refused.
+
+{exit_codes}
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the options of ``fastssl pretrain`` to ``parser``."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.epilog = EPILOG
+    parser.epilog = EPILOG.format(exit_codes=EXIT_CODES_HELP)
     parser.add_argument("config", help="YAML recipe, e.g. pipelines/simclr.yaml")
     add_recipe_arguments(parser)
-    parser.add_argument("--resume", metavar="CKPT", help="resume from a checkpoint (last.ckpt)")
+    parser.add_argument(
+        "--resume",
+        default="auto",
+        metavar="auto|never|CKPT",
+        help="auto (default): continue OUT's checkpoint if it has one; never: a new run "
+        "only; CKPT: continue that checkpoint",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over in an OUT that holds a run (deletes its checkpoints and metrics)",
+    )
 
 
 def add_recipe_arguments(parser: argparse.ArgumentParser, skip: Collection[str] = ()) -> None:
@@ -98,7 +123,12 @@ def add_recipe_arguments(parser: argparse.ArgumentParser, skip: Collection[str] 
             parser.add_argument(flag, dest=dest, **kwargs)
 
     add("data", "--data", help="image folder, `fastssl shards` folder or .beton")
-    add("backend", "--backend", help="data engine: auto, torch, dali or ffcv")
+    add(
+        "backend",
+        "--backend",
+        help="data engine: torch, dali, ffcv or auto (default: FFCV for a .beton, DALI when "
+        "training on GPUs and installed, else the batched torch engine)",
+    )
     add("input_size", "--input-size", type=int, help="resolution of the global views")
     add("batch_size", "--batch-size", type=int, help="GLOBAL batch size (all processes)")
     add("num_workers", "--num-workers", type=int, help="loader processes per process")
@@ -120,7 +150,8 @@ def add_recipe_arguments(parser: argparse.ArgumentParser, skip: Collection[str] 
         "--compile",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="torch.compile the backbone (default: on for GPUs, off on CPU)",
+        help="torch.compile the training step as a whole: backbone, heads and loss, "
+        "fullgraph (default: on for GPUs, off on CPU)",
     )
     add("seed", "--seed", type=int, help="one seed for init, data order, augmentation")
     add("out", "--out", help="output folder (last.ckpt, summary.json, metrics.csv)")
@@ -148,21 +179,35 @@ def config_from_args(args: argparse.Namespace) -> Any:
     return apply_overrides(config, list(args.overrides), values=flag_values(args))
 
 
+def _print_flushed(text: str) -> None:
+    """Prints the start-of-run setup block at once (before Lightning's own output)."""
+    print(text, flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
-    """Runs ``fastssl pretrain``; returns the exit code (0 ok, 1 non-finite loss, 2 usage)."""
-    from fastssl.train.config import ConfigError
+    """Runs ``fastssl pretrain``; returns the exit code (0 ok, 2 user error, 3 non-finite
+    training; see :data:`fastssl.cli.EXIT_CODES_HELP`). Internal errors propagate."""
     from fastssl.train.engine import pretrain
-    from fastssl.train.module import NonFiniteLossError
 
     try:
         config = config_from_args(args)
-        summary = pretrain(config, resume=args.resume)
-    except NonFiniteLossError as error:
-        print(f"fastssl pretrain: error: {error}", file=sys.stderr)
-        return 1
-    except (ConfigError, FileNotFoundError, ValueError) as error:
-        print(f"fastssl pretrain: error: {error}", file=sys.stderr)
-        return 2
+        summary = pretrain(
+            config,
+            resume=args.resume,
+            announce=_print_flushed,
+            overwrite=getattr(args, "overwrite", False),
+        )
+    except Exception as error:
+        if exit_code(error) == EXIT_INTERNAL:
+            raise
+        return report_error("fastssl pretrain", error)
+    if summary.get("already_finished"):
+        print(
+            f"fastssl pretrain: {summary['checkpoint']} has already finished ({summary['steps']} "
+            "steps, max_steps/max_epochs reached): nothing to train. Raise --max-epochs or "
+            "--max-steps to continue it, or pass --overwrite to start over"
+        )
+        return 0
     print(
         f"fastssl pretrain: {summary['method']} {summary['steps']} steps, "
         f"final loss {summary['final_loss']:.4f}, {summary['images_per_s']:.1f} images/s, "

@@ -8,17 +8,21 @@ synchronized BatchNorm when more than one process runs), trains, and writes to
 - ``last.ckpt``: the checkpoint (see :mod:`fastssl.train.checkpoint`), rewritten every
   ``checkpoint_every_n_steps`` steps and at the end;
 - ``summary.json``: method, steps, epochs, final_loss, images_per_s, wall_s,
-  data_wait_fraction (and the batch, learning rate, world size, kNN accuracy);
+  data_wait_fraction (and the batch, learning rate, world size, kNN accuracy) and the
+  resolved setup (:func:`run_setup`: data backend and why, loss kernel, compile,
+  precision, small-convolution path), which ``fastssl pretrain`` also prints at start;
 - ``metrics.csv`` (and TensorBoard logs under ``tensorboard/`` when it is installed);
 - ``config.yaml``: the resolved recipe.
 
-Resuming (``resume="OUT/last.ckpt"``) restores weights, optimizer, learning-rate
-schedule, step and epoch. The data position is exact at epoch boundaries (the order and
-the augmentation of an epoch depend only on the seed and the epoch). A checkpoint taken
-mid-epoch resumes at the next batch of the same epoch order: the batches already trained
-on are read again and dropped, so order and augmentation match the uninterrupted run;
-only the methods' own randomness (e.g. MAE masks) in the rest of that epoch differs, and
-it is back in step from the next epoch on.
+Resuming (``resume="OUT/last.ckpt"``, or ``"auto"``: the newest checkpoint of ``OUT``;
+see :func:`fastssl.train.checkpoint.prepare_run`) restores weights, optimizer,
+learning-rate schedule, step and epoch, and keeps the ``metrics.csv`` rows before it.
+The data position is exact at epoch boundaries (the order and the augmentation of an
+epoch depend only on the seed and the epoch). A checkpoint taken mid-epoch resumes at
+the next batch of the same epoch order: the batches already trained on are read again
+and dropped, so order and augmentation match the uninterrupted run; only the methods' own
+randomness (e.g. MAE masks) in the rest of that epoch differs, and it is back in step
+from the next epoch on.
 
 Example:
     >>> from fastssl.train.config import load_config
@@ -29,19 +33,28 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
+import math
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import yaml
+from pytorch_lightning.utilities import rank_zero_only
 
-from fastssl.data.loader import detect_source, make_loader, resolve_backend, view_specs_of
+from fastssl.data.loader import BackendChoice, detect_source, make_loader, resolve_backend
+from fastssl.kernels.contrastive import describe_kernel
 from fastssl.models.batchnorm import SyncBatchNormPlugin
-from fastssl.train.callbacks import LastCheckpoint, OnlineKNN, ThroughputMonitor
+from fastssl.train.callbacks import (
+    LastCheckpoint,
+    OnlineKNN,
+    ResumableCSVLogger,
+    ThroughputMonitor,
+)
+from fastssl.train.checkpoint import prepare_run
 from fastssl.train.config import Precision, PretrainConfig, to_dict
 from fastssl.train.data import EpochSeededTransform, ResumableLoader
 from fastssl.train.module import PretrainModule, merge_optimizer, resolve_method
@@ -107,16 +120,19 @@ def method_kwargs(config: PretrainConfig) -> dict[str, Any]:
     return {**config.method_kwargs, "input_size": config.data.input_size}
 
 
-def _backend(config: PretrainConfig, transform: Any) -> str:
-    """The data engine: ``auto`` falls back to torch for transforms without ViewSpecs."""
+def training_device(config: PretrainConfig) -> str:
+    """``"cuda"`` when ``config`` trains on GPUs, else ``"cpu"``."""
+    return "cuda" if _uses_gpu(config.trainer.accelerator) else "cpu"
+
+
+def choose_backend(config: PretrainConfig, transform: Any) -> BackendChoice:
+    """The data engine ``pretrain`` reads ``config``'s data with, and why.
+
+    :func:`fastssl.data.loader.resolve_backend` for the recipe's source, training device
+    and ``transform``; ``fastssl profile`` measures the same choice.
+    """
     kind = detect_source(config.data.path)
-    backend = resolve_backend(config.data.backend, kind)
-    if config.data.backend == "auto" and backend == "dali":
-        try:
-            view_specs_of(transform)
-        except ValueError:
-            return "torch"
-    return backend
+    return resolve_backend(config.data.backend, kind, training_device(config), transform)
 
 
 def _loader_factory(config: PretrainConfig, module: PretrainModule, views: Any) -> Any:
@@ -128,10 +144,7 @@ def _loader_factory(config: PretrainConfig, module: PretrainModule, views: Any) 
                 f"divisible by the number of processes ({world})"
             )
         transform = EpochSeededTransform(views, config.trainer.seed, dist.rank())
-        backend = _backend(config, transform)
-        extra: dict[str, Any] = {}
-        if backend == "dali" and _uses_gpu(config.trainer.accelerator):
-            extra["dali_device"] = "mixed"  # decode on this rank's GPU
+        backend = choose_backend(config, transform).name  # announced by pretrain()
         loader = make_loader(
             config.data.path,
             transform,
@@ -143,7 +156,7 @@ def _loader_factory(config: PretrainConfig, module: PretrainModule, views: Any) 
             seed=config.trainer.seed,
             rank=dist.rank(),
             world_size=world,
-            **extra,
+            device=training_device(config),  # DALI decodes on this rank's GPU
         )
         if len(loader) == 0:
             raise ValueError(
@@ -162,11 +175,16 @@ def matmul_small_convs(config: PretrainConfig) -> bool:
     return config.trainer.matmul_small_convs
 
 
+def compile_enabled(config: PretrainConfig) -> bool:
+    """``trainer.compile``, its default resolved: on when training on GPUs, off on CPUs."""
+    if config.trainer.compile is None:
+        return _uses_gpu(config.trainer.accelerator)
+    return config.trainer.compile
+
+
 def build_module(config: PretrainConfig) -> PretrainModule:
     """The Lightning module of ``config`` (its loader is built when training starts)."""
-    compile_backbone = config.trainer.compile
-    if compile_backbone is None:
-        compile_backbone = _uses_gpu(config.trainer.accelerator)
+    compile_backbone = compile_enabled(config)
     optimizer = {
         k: v for k, v in to_dict(config)["optimizer"].items() if k not in ("exclude_norm_and_bias",)
     }
@@ -194,10 +212,9 @@ def _has_tensorboard() -> bool:
     return any(importlib.util.find_spec(name) for name in ("tensorboard", "tensorboardX"))
 
 
-def _loggers(out: Path) -> list[Any]:
-    from pytorch_lightning.loggers import CSVLogger
-
-    loggers: list[Any] = [CSVLogger(save_dir=out, name="", version="")]
+def _loggers(out: Path, keep_metrics_before: int | None = None) -> list[Any]:
+    # metrics.csv keeps the rows before a resume (Lightning's CSVLogger deletes them).
+    loggers: list[Any] = [ResumableCSVLogger(out, keep_before_step=keep_metrics_before)]
     if _has_tensorboard():
         from pytorch_lightning.loggers import TensorBoardLogger
 
@@ -214,8 +231,17 @@ def gradient_clip(config: PretrainConfig) -> float | None:
     return None if clip is None else float(clip)
 
 
-def build_trainer(config: PretrainConfig, out: Path) -> tuple[pl.Trainer, list[pl.Callback]]:
-    """The Lightning trainer of ``config`` and its fastssl callbacks."""
+def build_trainer(
+    config: PretrainConfig, out: Path, keep_metrics_before: int | None = None
+) -> tuple[pl.Trainer, list[pl.Callback]]:
+    """The Lightning trainer of ``config`` and its fastssl callbacks.
+
+    ``keep_metrics_before``: the step a resumed run starts at (``metrics.csv`` keeps the
+    rows logged before it). Under SLURM, Lightning's ``SLURMEnvironment`` (auto-requeue
+    on) saves ``OUT/hpc_ckpt_N.ckpt`` and requeues the job when it is signalled before its
+    time limit; the requeued job resumes from it (``resume="auto"``, see
+    ``tools/slurm_pretrain.sbatch``).
+    """
     tc = config.trainer
     callbacks: list[pl.Callback] = [
         LastCheckpoint(out, tc.checkpoint_every_n_steps, tc.keep_step_checkpoints),
@@ -255,7 +281,8 @@ def build_trainer(config: PretrainConfig, out: Path) -> tuple[pl.Trainer, list[p
         use_distributed_sampler=False,  # the loader splits the data by rank itself
         enable_checkpointing=False,  # LastCheckpoint writes last.ckpt
         callbacks=callbacks,
-        logger=_loggers(out),
+        logger=_loggers(out, keep_metrics_before),
+        default_root_dir=out,  # where Lightning's SLURM requeue writes hpc_ckpt_N.ckpt
         log_every_n_steps=tc.log_every_n_steps,
         limit_val_batches=0,
         num_sanity_val_steps=0,
@@ -265,33 +292,112 @@ def build_trainer(config: PretrainConfig, out: Path) -> tuple[pl.Trainer, list[p
     return trainer, callbacks
 
 
-def pretrain(config: PretrainConfig, resume: str | None = None) -> dict[str, Any]:
+def run_setup(config: PretrainConfig, trainer: pl.Trainer, transform: Any) -> dict[str, Any]:
+    """The choices a run trains with, every default resolved (``summary.json`` keys).
+
+    Returns:
+        ``data_backend`` and ``data_backend_reason`` (:func:`choose_backend`),
+        ``data_backend_fallback`` (a faster engine was wanted but cannot run here),
+        ``loss_kernel`` (the contrastive-loss path,
+        :func:`fastssl.kernels.contrastive.describe_kernel`), ``compile`` (bool),
+        ``precision`` (the trainer's, after :func:`resolve_precision`) and
+        ``matmul_small_convs`` (bool).
+    """
+    choice = choose_backend(config, transform)
+    return {
+        "data_backend": choice.name,
+        "data_backend_reason": choice.reason,
+        "data_backend_fallback": choice.fallback,
+        "loss_kernel": describe_kernel(training_device(config)),
+        "compile": compile_enabled(config),
+        "precision": str(trainer.precision),
+        "matmul_small_convs": matmul_small_convs(config),
+    }
+
+
+def format_setup(setup: dict[str, Any]) -> str:
+    """The start-of-run block ``fastssl pretrain`` prints for :func:`run_setup`'s dict."""
+
+    def on(value: Any) -> str:
+        return "on" if value else "off"
+
+    fallback = " [fallback]" if setup["data_backend_fallback"] else ""
+    return "\n".join(
+        [
+            "fastssl pretrain: setup",
+            f"  data backend  {setup['data_backend']}{fallback} ({setup['data_backend_reason']})",
+            f"  loss kernel   {setup['loss_kernel']}",
+            f"  compile       {on(setup['compile'])}"
+            + (" (training step as one graph)" if setup["compile"] else ""),
+            f"  precision     {setup['precision']}",
+            f"  small convs   {'as matmuls' if setup['matmul_small_convs'] else 'native'}",
+        ]
+    )
+
+
+def pretrain(
+    config: PretrainConfig,
+    resume: str | None = None,
+    announce: Callable[[str], None] | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
     """Trains ``config`` (resuming from ``resume`` if given) and returns the summary.
+
+    ``resume``: ``"auto"`` continues the newest checkpoint of ``config.trainer.out`` (or
+    starts a new run when it has none), a path continues that checkpoint, None /
+    ``"never"`` starts a new run; a folder holding another run's checkpoint is refused
+    unless ``overwrite`` (which deletes its outputs first). See
+    :func:`fastssl.train.checkpoint.prepare_run`. A resumed run that has nothing left to
+    train (already finished) trains nothing, keeps its files and returns its summary with
+    ``"already_finished": True``.
+
+    ``announce`` (e.g. ``print``) receives the block of :func:`format_setup` on rank 0
+    before training starts; a data-engine fallback also warns on rank 0.
 
     Raises:
         FileNotFoundError: If the data path or the resume checkpoint does not exist.
-        ValueError: For an empty data folder, an impossible batch split or a ``views``
-            argument the method's transform does not take.
-        NonFiniteLossError: If the loss becomes NaN or infinite.
+        ValueError: For an empty data folder, an impossible batch split, a ``views``
+            argument the method's transform does not take, ``max_steps=0``, an output
+            folder holding a run (:class:`~fastssl.train.checkpoint.RunExistsError`), or a
+            resume checkpoint that is refused or not fastssl's
+            (:class:`~fastssl.checkpoint.CheckpointError`).
+        NonFiniteLossError: If the loss, a parameter or a buffer becomes NaN or infinite.
     """
     if not config.data.path:
         raise ValueError("data.path is empty: pass --data PATH (an image folder or shards)")
     detect_source(config.data.path)  # clear error for a missing or empty path, up front
-    if resume is not None and not os.path.isfile(resume):
-        raise FileNotFoundError(f"--resume {resume!r}: no such checkpoint")
+    if config.trainer.max_steps == 0 or config.trainer.max_epochs == 0:
+        raise ValueError(
+            "trainer.max_steps and trainer.max_epochs must be at least 1 (max_steps -1: "
+            "bounded by max_epochs): a run of 0 steps trains nothing"
+        )
     out = Path(config.trainer.out)
+    # Ranks other than 0 (DDP children, SLURM tasks) must not delete what rank 0 writes.
+    run = prepare_run(out, resume, overwrite, clear=getattr(rank_zero_only, "rank", 0) == 0)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     pl.seed_everything(config.trainer.seed, workers=False, verbose=False)
     module = build_module(config)
-    trainer, callbacks = build_trainer(config, out)
+    trainer, callbacks = build_trainer(config, out, keep_metrics_before=run.step)
+    setup = run_setup(config, trainer, module.method.default_transform(**config.views))
     if trainer.is_global_zero:
         (out / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+        if setup["data_backend_fallback"]:
+            warnings.warn(
+                f"data backend {setup['data_backend']}: {setup['data_backend_reason']}",
+                stacklevel=2,
+            )
+        if announce is not None:
+            announce(format_setup(setup))
     try:
-        trainer.fit(module, ckpt_path=resume)
+        # weights_only: the checkpoint holds tensors and plain data only (prepare_run
+        # read it the same way), so Lightning's load cannot run pickled code either.
+        trainer.fit(module, ckpt_path=run.resume, weights_only=True)
     finally:
         if module.loader is not None:
             module.loader.close()  # stops persistent loader workers now, not at exit
+    if run.step is not None and int(trainer.global_step) == run.step:
+        return _finished_summary(out, run.resume, int(trainer.global_step))
     monitor = next(c for c in callbacks if isinstance(c, ThroughputMonitor))
     knn = next((c for c in callbacks if isinstance(c, OnlineKNN)), None)
     totals = monitor.totals(module)
@@ -309,15 +415,59 @@ def pretrain(config: PretrainConfig, resume: str | None = None) -> dict[str, Any
         "precision": str(trainer.precision),
         "peak_lr": module.peak_lr(),
         "schedule_steps": module.schedule_steps,
-        "resumed_from": resume,
+        "resumed_from": run.resume,
         "knn_top1": None if knn is None else knn.last_top1,
         "checkpoint": str(out / "last.ckpt"),
+        **setup,  # data backend and why, loss kernel, compile, small convs
     }
     if not _has_tensorboard():
         summary["note"] = "tensorboard is not installed: metrics are in metrics.csv only"
     if trainer.is_global_zero:
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        # Strict JSON: a value that is not finite (a loss never computed) is null.
+        text = json.dumps(json_safe(summary), indent=2, allow_nan=False)
+        (out / "summary.json").write_text(text + "\n")
     return summary
 
 
-__all__ = ["build_module", "build_trainer", "method_kwargs", "pretrain"]
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (in dicts and lists too) replaced by None.
+
+    >>> json_safe({"loss": float("nan"), "steps": [1, float("inf")]})
+    {'loss': None, 'steps': [1, None]}
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def _finished_summary(out: Path, resumed: str | None, steps: int) -> dict[str, Any]:
+    """The summary of a resumed run that had nothing left to train: the earlier run's
+    ``summary.json`` (left as it is) with ``already_finished`` and ``resumed_from``."""
+    path = out / "summary.json"
+    summary: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            summary = json.loads(path.read_text())
+        except ValueError:
+            summary = {}
+    summary.setdefault("steps", steps)
+    summary.setdefault("checkpoint", str(out / "last.ckpt"))
+    return {**summary, "already_finished": True, "resumed_from": resumed}
+
+
+__all__ = [
+    "build_module",
+    "build_trainer",
+    "choose_backend",
+    "compile_enabled",
+    "format_setup",
+    "json_safe",
+    "method_kwargs",
+    "pretrain",
+    "run_setup",
+    "training_device",
+]

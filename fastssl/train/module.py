@@ -20,12 +20,11 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -33,8 +32,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _NormBase
 
-from fastssl import methods
-from fastssl.methods.base import Method, OptimizerDefaults, StepInfo
+from fastssl.checkpoint import resolve_method
+from fastssl.methods.base import OptimizerDefaults, StepInfo
 from fastssl.models.small_conv import convert_small_output_convs
 from fastssl.train.data import ResumableLoader, derive_seed, seed_all
 from fastssl.utils import dist
@@ -54,19 +53,8 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite: training stops, the last good checkpoint stays."""
 
 
-def resolve_method(name: str) -> type[Method]:
-    """The method class for a registry name or a ``"package.module:Class"`` path.
-
-    Raises:
-        ValueError: For an unknown registry name or a path that names no Method subclass.
-    """
-    if ":" not in name:
-        return methods.get(name)
-    module_name, _, class_name = name.partition(":")
-    cls = getattr(importlib.import_module(module_name), class_name, None)
-    if not (isinstance(cls, type) and issubclass(cls, Method)):
-        raise ValueError(f"method {name!r} does not name a fastssl.methods.Method subclass")
-    return cls
+# resolve_method (registry name or "package.module:Class" -> Method class) lives with the
+# checkpoint reader, which rebuilds methods the same way; re-exported here.
 
 
 def scaled_lr(
@@ -245,7 +233,9 @@ class PretrainModule(pl.LightningModule):
         max_steps: Steps of the run (-1: from ``max_epochs``), for the schedules.
         max_epochs: Epochs of the run, for the schedules.
         seed: The run's seed (per-epoch reseeding of method randomness).
-        compile: ``torch.compile`` the backbone in place (state-dict keys unchanged).
+        compile: ``torch.compile`` the method's training step as a whole (backbone, heads,
+            loss; ``fullgraph=True``, falling back to graph breaks with a warning);
+            state-dict keys unchanged.
         channels_last: Train in NHWC memory format.
         matmul_small_convs: Compute convolutions with at most 4 output positions as
             matrix products (:mod:`fastssl.models.small_conv`; exact, faster on CPUs).
@@ -285,9 +275,10 @@ class PretrainModule(pl.LightningModule):
             convert_small_output_convs(self.method)
         if channels_last:
             self.method.to(memory_format=torch.channels_last)
-        if compile:
-            # In place: the state-dict keys stay those of the method (checkpoint contract).
-            self.method.backbone.compile()
+        # The method's training step (backbone, heads, loss) compiled as a whole on first
+        # use; a compiled function, not a wrapped module, so state-dict keys stay the method's.
+        self._compile = compile
+        self._compiled_step: Callable[[Sequence[Tensor], StepInfo], Tensor] | None = None
         # Progress of the data within the epoch, saved for mid-epoch resumes.
         self.batches_in_epoch = 0
         self.data_epoch = 0
@@ -457,7 +448,7 @@ class PretrainModule(pl.LightningModule):
         views, _targets, _keys = batch
         if self.channels_last:
             views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-        loss = self.method.training_step(views, self.step_info())
+        loss = self._method_step(views, self.step_info())
         self._check_finite(loss)
         # Counted here, not in on_train_batch_end: checkpoint callbacks run before that hook.
         self.batches_in_epoch += 1
@@ -467,6 +458,28 @@ class PretrainModule(pl.LightningModule):
         if self._trainer is not None and self.trainer.optimizers:
             self.log("train/lr", float(self.trainer.optimizers[0].param_groups[0]["lr"]))
         return loss
+
+    def _method_step(self, views: Sequence[Tensor], info: StepInfo) -> Tensor:
+        """``method.training_step``, under ``torch.compile(fullgraph=True)`` when compiling.
+
+        All registered methods trace as one graph; a method that breaks the graph (e.g. a
+        user's) is compiled with graph breaks instead, with a warning naming the break.
+        """
+        if not self._compile:
+            return self.method.training_step(views, info)
+        if self._compiled_step is None:
+            self._compiled_step = torch.compile(self.method.training_step, fullgraph=True)
+        try:
+            return self._compiled_step(views, info)
+        except torch._dynamo.exc.Unsupported as error:  # raised while tracing: nothing ran
+            reason = str(error).strip().splitlines()[0]
+            warnings.warn(
+                f"trainer.compile: {type(self.method).__name__}.training_step does not compile "
+                f"as one graph ({reason}); compiling it with graph breaks instead",
+                stacklevel=2,
+            )
+            self._compiled_step = torch.compile(self.method.training_step)
+            return self._compiled_step(views, info)
 
     def _check_finite(self, loss: Tensor) -> None:
         bad = (~torch.isfinite(loss.detach())).float()

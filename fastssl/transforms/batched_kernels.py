@@ -8,8 +8,10 @@ operation in one loop that LLVM vectorizes, several times faster on a CPU.
 
 Used by :mod:`fastssl.data.batched_views` when numba is installed (``pip install numba``;
 it comes with the ``ffcv`` extra); :func:`available` tells. Compiled on first use, cached on
-disk (numba's ``cache=True``), and compiled in the main process by :func:`warm_up` before
-DataLoader workers are forked, so that workers inherit the machine code.
+disk (numba's ``cache=True``) in the user's cache folder, :func:`cache_dir` (never in the
+installed package, which may be read-only or shared), and compiled in the main process by
+:func:`warm_up` before DataLoader workers are forked, so that workers inherit the machine
+code.
 
 >>> import torch
 >>> if available():
@@ -25,6 +27,9 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -42,10 +47,48 @@ def available() -> bool:
 _KERNELS: dict[str, Any] = {}
 
 
+def cache_dir() -> str:
+    """Where numba caches the compiled kernels.
+
+    ``$NUMBA_CACHE_DIR`` when set (numba's own setting), else
+    ``$XDG_CACHE_HOME/fastssl/numba`` (``~/.cache/fastssl/numba`` by default).
+    """
+    explicit = os.environ.get("NUMBA_CACHE_DIR")
+    if explicit:
+        return explicit
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "fastssl", "numba")
+
+
+@contextmanager
+def _caching_in(folder: str) -> Iterator[None]:
+    """Points numba's cache at ``folder`` while kernels are declared.
+
+    numba picks a function's cache location when it is decorated: its first choice is
+    ``numba.config.CACHE_DIR`` (``NUMBA_CACHE_DIR``), else ``__pycache__`` beside the
+    source. Setting it only around our declarations keeps other numba users unaffected.
+    """
+    from numba.core import config
+
+    # numba.core.config sets its settings at import: mypy sees no attribute.
+    previous = config.CACHE_DIR  # type: ignore[attr-defined]
+    config.CACHE_DIR = previous or folder  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        config.CACHE_DIR = previous  # type: ignore[attr-defined]
+
+
 def _compile() -> dict[str, Any]:
     """The jitted kernels, built once per process (numba is imported here, lazily)."""
     if _KERNELS:
         return _KERNELS
+    with _caching_in(cache_dir()):
+        return _declare()
+
+
+def _declare() -> dict[str, Any]:
+    """Declares the jitted kernels into :data:`_KERNELS` (compiled on first call)."""
     import numba
 
     jit = numba.njit(cache=True, fastmath=True, nogil=True, boundscheck=False)

@@ -18,6 +18,7 @@ from fastssl.data.loader import (
     Batch,
     FFCVViews,
     Loader,
+    SourceKind,
     detect_source,
     ffcv_unsupported,
     make_loader,
@@ -88,6 +89,25 @@ def test_batch_structure_shapes_and_dtypes(
             assert all(k.isdigit() and int(k) < N for k in keys)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_shards_of_a_folder_with_a_gif_train_under_every_backend(
+    tmp_path: Path, backend: str
+) -> None:
+    # DALI's reader stopped with "Underful sample detected" on a .gif member.
+    folder = tmp_path / "images" / "c0"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for index in range(6):
+        pixels = rng.integers(0, 256, (30, 34, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{index}.{'gif' if index == 2 else 'png'}")
+    convert(tmp_path / "images", tmp_path / "shards", ShardSettings(), workers=1)
+    loader = make_loader(
+        tmp_path / "shards", _transform(), backend=backend, batch_size=3, num_workers=1
+    )
+    keys = [key for _, _, batch_keys in loader for key in batch_keys]
+    assert sorted(keys) == sorted(set(keys)) and len(keys) == 6
+
+
 @pytest.mark.dali
 @pytest.mark.parametrize("kind", ["folder", "webdataset"])
 def test_dali_shards_by_rank_disjoint_and_complete(sources: dict[str, Path], kind: str) -> None:
@@ -137,10 +157,74 @@ def test_dali_bfloat16_views(sources: dict[str, Path]) -> None:
     assert all(view.dtype == torch.bfloat16 for view in views)
 
 
-def test_auto_picks_dali_when_installed_and_ffcv_for_beton() -> None:
-    assert resolve_backend("auto", "folder") == ("dali" if HAS_DALI else "torch")
-    assert resolve_backend("auto", "webdataset") == ("dali" if HAS_DALI else "torch")
-    assert resolve_backend("auto", "ffcv") == "ffcv"
+class _PerSample:
+    """A transform without ViewSpecs (a plain callable)."""
+
+    def __call__(self, image: object) -> object:
+        return image
+
+
+@pytest.mark.parametrize(
+    ("backend", "kind", "device", "dali", "transform", "name", "reason", "fallback"),
+    [
+        ("auto", "folder", "cpu", True, None, "torch", "training on CPU", False),
+        ("auto", "webdataset", "cpu", True, None, "torch", "outruns DALI's CPU mode", False),
+        ("auto", "webdataset", "cuda", True, None, "dali", "training on a GPU", False),
+        ("auto", "folder", "cuda:0", True, None, "dali", "DALI decodes", False),
+        ("auto", "webdataset", "cuda", False, None, "torch", "DALI is not installed", True),
+        ("auto", "ffcv", "cpu", True, None, "ffcv", "read by FFCV", False),
+        ("auto", "ffcv", "cuda", False, None, "ffcv", "read by FFCV", False),
+        ("torch", "webdataset", "cuda", True, None, "torch", "was asked for", False),
+        ("dali", "folder", "cpu", True, None, "dali", "was asked for", False),
+        ("auto", "folder", "cuda", True, _PerSample(), "torch", "no ViewSpecs", True),
+        ("auto", "folder", "cpu", True, _PerSample(), "torch", "no ViewSpecs", False),
+        ("auto", "folder", "cuda", True, SimCLRTransform(32), "dali", "on a GPU", False),
+    ],
+    ids=[
+        "cpu-folder",
+        "cpu-shards",
+        "gpu-shards-dali",
+        "gpu-folder-dali",
+        "gpu-no-dali",
+        "cpu-beton",
+        "gpu-beton",
+        "explicit-torch",
+        "explicit-dali",
+        "gpu-no-viewspecs",
+        "cpu-no-viewspecs",
+        "gpu-viewspecs",
+    ],
+)
+def test_backend_choice_by_device_and_source(
+    monkeypatch: pytest.MonkeyPatch,
+    backend: str,
+    kind: SourceKind,
+    device: str,
+    dali: bool,
+    transform: object,
+    name: str,
+    reason: str,
+    fallback: bool,
+) -> None:
+    monkeypatch.setattr("fastssl.dali.pipeline.dali_available", lambda: dali)
+    choice = resolve_backend(backend, kind, device, transform)
+    assert (choice.name, choice.fallback) == (name, fallback)
+    assert reason in choice.reason
+
+
+def test_make_loader_auto_follows_the_device(
+    sources: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("fastssl.dali.pipeline.dali_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    loader = make_loader(sources["webdataset"], _transform(), batch_size=4, num_workers=0)
+    assert loader.backend == "torch"  # no GPU: the batched torch engine, even with DALI
+    monkeypatch.setattr("fastssl.dali.pipeline.dali_available", lambda: False)
+    with pytest.warns(UserWarning, match="DALI is not installed"):
+        loader = make_loader(
+            sources["folder"], _transform(), batch_size=4, num_workers=0, device="cuda"
+        )
+    assert loader.backend == "torch"
 
 
 def test_bad_backend_names_the_value(sources: dict[str, Path]) -> None:

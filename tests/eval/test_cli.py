@@ -281,3 +281,24 @@ def test_knn_and_linear_from_shards_with_workers(
     assert (report["num_train"], report["num_val"]) == (24, 12)  # every sample, once
     assert report["results"]["knn"]["top1"] == 1.0
     assert report["results"]["linear"]["top1"] > 0.95
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_checkpoint_is_refused_naming_it(
+    value: float,
+    data: tuple[str, str],
+    tmp_path: Path,
+    tiny_registered: None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path, _ = save_checkpoint(tmp_path / "diverged.ckpt")
+    state = torch.load(path, weights_only=True)
+    state["state_dict"]["method.backbone.1.running_var"].fill_(value)  # a diverged BatchNorm
+    torch.save(state, path)
+    argv = ["knn", "--checkpoint", str(path), "--train", data[0], "--val", data[1]]
+    code, out, err = _eval(argv, capsys)
+    assert code == 2 and "kNN Top1" not in out
+    assert "diverged.ckpt" in err and "NaN or infinite values" in err
+    assert cli.main(["export", str(path), "--out", str(tmp_path / "b.pt")]) == 2
+    assert "NaN or infinite values" in capsys.readouterr().err
+    assert not (tmp_path / "b.pt").exists()

@@ -12,6 +12,7 @@ from fastssl.data.shards import ShardSettings, convert
 from fastssl.eval.features import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    NonFiniteFeaturesError,
     PixelFeatures,
     class_mapping,
     eval_transform,
@@ -134,3 +135,22 @@ def test_bad_sources_name_the_path(tmp_path: Path) -> None:
     (tmp_path / "hollow" / "cls").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="cls"):
         open_labeled(tmp_path / "hollow")
+
+
+class _Constant(nn.Module):
+    """A backbone whose features are ``value`` (NaN or inf: a diverged network)."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.full((images.shape[0], 4), self.value)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_features_are_refused(value: float, tmp_path: Path) -> None:
+    data = open_labeled(make_folder(tmp_path / "d", per_class=2), eval_transform(16))
+    with pytest.raises(NonFiniteFeaturesError, match=r"checkpoint 'x\.ckpt' gives NaN or inf"):
+        extract_features(_Constant(value), data, origin="checkpoint 'x.ckpt'")
+    assert extract_features(_Constant(1.0), data).features.shape == (6, 4)

@@ -178,6 +178,26 @@ def test_loader_only_measures_the_dali_backend_for_the_advice(images: Path, tmp_
     assert dali["predicted_gain"] == pytest.approx(rate / report["loader_images_per_s"], rel=0.01)
 
 
+@pytest.mark.parametrize(("accelerator", "backend"), [("cpu", "torch"), ("gpu", "dali")])
+def test_profile_measures_the_backend_pretrain_chooses(
+    accelerator: str, backend: str, images: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastssl.profile.loader import build_loader
+    from fastssl.train.engine import choose_backend
+    from fastssl.transforms.simclr_transform import SimCLRTransform
+
+    monkeypatch.setattr("fastssl.dali.pipeline.dali_available", lambda: True)
+    parser = argparse.ArgumentParser()
+    pretrain_arguments(parser)
+    recipe = str(ROOT / "pipelines" / "simclr.yaml")
+    argv = [recipe, "--data", str(images), "--accelerator", accelerator]
+    config = config_from_args(parser.parse_args(argv))
+    transform = SimCLRTransform(input_size=32)
+    assert choose_backend(config, transform).name == backend  # auto: DALI only on GPUs
+    if accelerator == "cpu":  # the profiler's loader is built from that same choice
+        assert build_loader(config, transform, workers=0, batch_size=4).backend == backend
+
+
 def _error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     assert main(argv) == 2
     return capsys.readouterr().err

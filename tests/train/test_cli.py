@@ -93,7 +93,7 @@ def test_cli_errors_exit_2_with_message(
     assert main(["pretrain", str(recipe), "--data", str(tmp_path / "none")]) == 2
     assert "does not exist" in capsys.readouterr().err
     args = ["pretrain", str(recipe), "--data", str(images), "--set", "method_kwargs.nan_at_step=0"]
-    assert main([*args, "--out", str(tmp_path / "nan")]) == 1
+    assert main([*args, "--out", str(tmp_path / "nan")]) == 3  # non-finite: its own code
     assert "the loss is nan at step 0" in capsys.readouterr().err
 
 
@@ -139,3 +139,133 @@ def test_two_processes_match_one_process_on_the_global_batch(images: Path, tmp_p
     assert summary["world_size"] == 2 and summary["steps"] == 4
     start = read_checkpoint(tmp_path / "one" / "last.ckpt")
     assert not torch.equal(start["state_dict"]["method.head.weight"], torch.zeros(8, 8))
+
+
+def test_pretrain_prints_the_setup_before_training(
+    images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["pretrain", str(_recipe(tmp_path)), "--data", str(images), "--max-steps", "1"]
+    assert main([*args, "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    setup, done = out.index("fastssl pretrain: setup"), out.index("fastssl pretrain: tests")
+    assert setup < done  # printed at the start, once
+    assert out.count("fastssl pretrain: setup") == 1
+    for line in ("data backend  torch (", "loss kernel", "compile       off", "precision", "small"):
+        assert line in out[setup:done]
+
+
+def _tiny_run(recipe: Path, images: Path, out: Path, *flags: str) -> int:
+    return main(["pretrain", str(recipe), "--data", str(images), "--out", str(out), *flags])
+
+
+def test_rerun_resumes_keeps_metrics_and_a_finished_run_exits_0(
+    images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recipe, out = _recipe(tmp_path), tmp_path / "run"
+    assert _tiny_run(recipe, images, out, "--max-steps", "2") == 0
+    first = json.loads((out / "summary.json").read_text())
+    # A requeued / repeated job continues (--resume auto is the default).
+    assert _tiny_run(recipe, images, out, "--max-steps", "4") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["resumed_from"] == str(out / "last.ckpt")
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert len([r for r in rows[1:] if r.strip()]) >= 4 > first["steps"]
+    # The same command again: nothing left to train, files untouched, exit 0.
+    before = (out / "last.ckpt").read_bytes(), (out / "summary.json").read_text()
+    capsys.readouterr()
+    assert _tiny_run(recipe, images, out, "--max-steps", "4") == 0
+    assert "already finished (4 steps" in capsys.readouterr().out
+    assert ((out / "last.ckpt").read_bytes(), (out / "summary.json").read_text()) == before
+
+
+def test_a_new_run_refuses_an_old_run_unless_overwrite(
+    images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recipe, out = _recipe(tmp_path), tmp_path / "run"
+    assert _tiny_run(recipe, images, out, "--max-steps", "2") == 0
+    capsys.readouterr()
+    assert _tiny_run(recipe, images, out, "--max-steps", "1", "--resume", "never") == 2
+    err = capsys.readouterr().err
+    assert "holds a checkpoint (last.ckpt)" in err and "--overwrite" in err
+    assert json.loads((out / "summary.json").read_text())["steps"] == 2
+    assert _tiny_run(recipe, images, out, "--max-steps", "1", "--overwrite") == 0
+    assert json.loads((out / "summary.json").read_text())["steps"] == 1
+    assert read_checkpoint(out / "last.ckpt")["global_step"] == 1
+
+
+@pytest.mark.parametrize("flag", ["--max-steps", "--max-epochs"])
+def test_zero_steps_is_a_user_error(
+    flag: str, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    assert _tiny_run(_recipe(tmp_path), images, out, flag, "0") == 2
+    assert "must be at least 1" in capsys.readouterr().err
+    assert not (out / "last.ckpt").exists() and not (out / "summary.json").exists()
+
+
+def test_summary_is_strict_json(images: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert _tiny_run(_recipe(tmp_path), images, out, "--max-steps", "1") == 0
+
+    def refuse(name: str) -> None:
+        raise AssertionError(f"summary.json holds {name}")
+
+    summary = json.loads((out / "summary.json").read_text(), parse_constant=refuse)
+    assert Path(summary["checkpoint"]).is_file()
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "traceback"),
+    [
+        (ValueError("bad value"), 2, False),
+        (FileNotFoundError("no such data"), 2, False),
+        (RuntimeError("a bug"), 1, True),
+    ],
+)
+@pytest.mark.parametrize("debug", [False, True])
+def test_exit_codes_and_one_line_user_errors(
+    error: Exception,
+    code: int,
+    traceback: bool,
+    debug: bool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from fastssl.train import engine
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(engine, "pretrain", fail)
+    monkeypatch.delenv("FASTSSL_DEBUG", raising=False)
+    argv = ["pretrain", str(_recipe(tmp_path)), "--data", str(tmp_path)]
+    assert main([*(["--debug"] if debug else []), *argv]) == code
+    err = capsys.readouterr().err
+    assert str(error) in err
+    assert ("Traceback" in err) == (traceback or debug)
+    if not traceback and not debug:
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_slurm_requeues_into_the_output_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lightning_fabric.plugins.environments import SLURMEnvironment
+
+    from fastssl.train.config import apply_overrides
+    from fastssl.train.engine import build_trainer
+
+    for key, value in {
+        "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "fastssl", "SLURM_NODELIST": "node1",
+        "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_JOB_ID": "7",
+    }.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    config = apply_overrides(
+        PretrainConfig(), ["trainer.accelerator=cpu", f"trainer.out={tmp_path}"]
+    )
+    trainer, _ = build_trainer(config, tmp_path)
+    environment = trainer._accelerator_connector.cluster_environment
+    assert isinstance(environment, SLURMEnvironment) and environment.auto_requeue
+    # Lightning writes hpc_ckpt_N.ckpt there on SIGUSR1; --resume auto continues it.
+    assert Path(trainer.default_root_dir) == tmp_path

@@ -12,6 +12,7 @@ from PIL import Image
 
 from fastssl.eval.features import eval_transform, extract_features, open_labeled
 from fastssl.eval.knn import knn_accuracy
+from fastssl.kernels.contrastive import describe_kernel
 from fastssl.models.small_conv import SmallOutputConv2d
 from fastssl.train import engine
 from fastssl.train.checkpoint import load_method, method_state_dict, read_checkpoint
@@ -24,6 +25,7 @@ from fastssl.train.engine import (
     resolve_precision,
 )
 from fastssl.train.module import NonFiniteLossError
+from fastssl.transforms.simclr_transform import SimCLRTransform
 from tests.train._tiny import TINY, TinyMethod, make_folder
 
 
@@ -318,3 +320,50 @@ def test_matmul_small_convs_defaults_to_cpu_training(
     convs = [m for m in module.method.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs and all(isinstance(m, SmallOutputConv2d) is expected for m in convs)
     assert module.hparams["matmul_small_convs"] is expected
+
+
+def test_summary_and_start_block_record_the_resolved_setup(images: Path, tmp_path: Path) -> None:
+    blocks: list[str] = []
+    summary = pretrain(_config(images, tmp_path, "trainer.max_steps=1"), announce=blocks.append)
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    expected = {
+        "data_backend": "torch",  # TinyMethod's views are torchvision callables
+        "data_backend_fallback": False,
+        "loss_kernel": describe_kernel("cpu"),
+        "compile": False,  # CPU default
+        "precision": "32-true",
+        "matmul_small_convs": True,  # CPU default
+    }
+    assert {key: on_disk[key] for key in expected} == expected
+    assert "no ViewSpecs" in on_disk["data_backend_reason"]
+    assert summary["data_backend_reason"] == on_disk["data_backend_reason"]
+    (block,) = blocks
+    assert block.startswith("fastssl pretrain: setup")
+    for line in ("data backend  torch (", "compile       off", "precision     32-true"):
+        assert line in block
+    assert f"loss kernel   {describe_kernel('cpu')}" in block
+    assert "small convs   as matmuls" in block
+
+
+def test_backend_fallback_is_announced(
+    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gpu = _config(images, tmp_path, "trainer.accelerator=gpu")
+    monkeypatch.setattr("fastssl.dali.pipeline.dali_available", lambda: False)
+    choice = engine.choose_backend(gpu, SimCLRTransform(input_size=8))
+    assert (choice.name, choice.fallback) == ("torch", True)
+    assert "DALI is not installed" in choice.reason
+    # The same choice on a CPU run: pretrain warns and marks the printed block.
+    monkeypatch.setattr(engine, "choose_backend", lambda config, transform: choice)
+    blocks: list[str] = []
+    with pytest.warns(UserWarning, match="data backend torch: training on a GPU but NVIDIA DALI"):
+        summary = pretrain(_config(images, tmp_path, "trainer.max_steps=1"), announce=blocks.append)
+    assert summary["data_backend_fallback"] is True
+    assert "torch [fallback]" in blocks[0]
+
+
+def test_compile_defaults_to_gpu_training(images: Path, tmp_path: Path) -> None:
+    assert engine.compile_enabled(_config(images, tmp_path)) is False
+    assert engine.compile_enabled(_config(images, tmp_path, "trainer.accelerator=gpu")) is True
+    off = _config(images, tmp_path, "trainer.accelerator=gpu", "trainer.compile=false")
+    assert engine.compile_enabled(off) is False
