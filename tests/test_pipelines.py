@@ -26,7 +26,7 @@ import torch
 from fastssl import methods
 from fastssl.cli import main
 from fastssl.train.config import PretrainConfig, load_config, to_dict
-from fastssl.train.module import merge_optimizer, scaled_lr
+from fastssl.train.optim import merge_optimizer, scaled_lr
 from tests.train._tiny import make_folder
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -73,11 +73,10 @@ from fastssl.models._utils.tokens import (
     set_at_index,
     unpatchify,
 )
-from fastssl.models._utils.weight_decay import (
-    get_weight_decay_parameters,
-)
+from fastssl.models._utils.weight_decay import NORM_LAYERS, get_weight_decay_parameters
 
 __all__ = [
+    "NORM_LAYERS",
     "_no_grad_trunc_normal",
     "activate_requires_grad",
     "batch_shuffle",

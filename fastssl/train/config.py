@@ -62,7 +62,7 @@ class OptimizerConfig:
     betas: tuple[float, float] | None = None  # AdamW
     exclude_norm_and_bias: bool = True  # no weight decay (and no LARS scaling) on them
     # Arguments of the optimizer class (e.g. LARS' trust_coefficient) or engine settings
-    # (fastssl.train.module.ENGINE_EXTRAS: weight_decay_end, final_lr, clip_grad_norm, ...);
+    # (fastssl.train.optim.ENGINE_EXTRAS: weight_decay_end, final_lr, clip_grad_norm, ...);
     # merged over the method's, KEY: null unsets one of the method's.
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -57,7 +57,8 @@ from fastssl.train.callbacks import (
 from fastssl.train.checkpoint import prepare_run
 from fastssl.train.config import Precision, PretrainConfig, to_dict
 from fastssl.train.data import EpochSeededTransform, ResumableLoader
-from fastssl.train.module import PretrainModule, merge_optimizer, resolve_method
+from fastssl.train.module import PretrainModule, resolve_method
+from fastssl.train.optim import merge_optimizer
 from fastssl.utils import dist
 
 

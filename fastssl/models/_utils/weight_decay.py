@@ -11,7 +11,9 @@ from torch import nn
 from torch.nn.modules import CrossMapLRN2d, GroupNorm, LayerNorm, LocalResponseNorm
 from torch.nn.modules.batchnorm import _NormBase
 
-_NORM_LAYERS: tuple[type[nn.Module], ...] = (
+#: The normalisation layers: no weight decay on their parameters, here and in the trainer's
+#: parameter groups (:func:`fastssl.train.optim.param_groups`).
+NORM_LAYERS: tuple[type[nn.Module], ...] = (
     _NormBase,
     LayerNorm,
     CrossMapLRN2d,
@@ -24,7 +26,7 @@ def get_weight_decay_parameters(
     modules: Iterable[nn.Module],
     decay_norm: bool = False,
     decay_bias: bool = False,
-    norm_layers: tuple[type[nn.Module], ...] = _NORM_LAYERS,
+    norm_layers: tuple[type[nn.Module], ...] = NORM_LAYERS,
 ) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     """Splits parameters into those that get weight decay and those that do not.
 
