@@ -1,9 +1,9 @@
 """`make bench`: every benchmark in benchmarks/, one after the other, each in its own process.
 
-Each benchmark prints its table and writes its JSON to benchmarks/results/ (the README's
-tables are copied from there, with the machine they ran on). Run them on an idle machine:
-they compare against LightlySSL in the same run, as ratios, but a busy core still skews
-a ratio.
+Each benchmark prints its table and writes its JSON to benchmarks/results/ (the tables of
+benchmarks/README.md are copied from there, with the machine they ran on). Run them on an
+idle machine: they compare against LightlySSL in the same run, as ratios, but a busy core
+still skews a ratio.
 
 Usage: python benchmarks/run_all.py [--only NAME[,NAME]] [--quick]
 """
@@ -30,6 +30,10 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "small_conv": (
         "small_conv.py",
         ["--reps", "1", "--steps", "1", "--repeats", "1", "--batch", "32", "--out", "{out}"],
+    ),
+    "compile_cpu": (
+        "compile_cpu.py",
+        ["--steps", "3", "--rounds", "1", "--set", "data.batch_size=32", "--out", "{out}"],
     ),
     "fashion_mnist_accuracy": (
         "fashion_mnist_accuracy.py",

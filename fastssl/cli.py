@@ -143,7 +143,7 @@ def _load(command: Command) -> ModuleType:
         if error.name is not None and command.module.startswith(error.name):
             raise CommandUnavailableError(
                 f"`fastssl {command.name}` is not available in fastssl {__version__} "
-                f"(module {command.module} is missing). See the README's roadmap."
+                f"(module {command.module} is missing): reinstall fastssl (pip install -e .)."
             ) from error
         raise
 
