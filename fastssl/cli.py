@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
@@ -173,6 +175,26 @@ def build_parser(load_commands: Sequence[str] = ()) -> argparse.ArgumentParser:
     return parser
 
 
+#: Third-party messages a command's user cannot act on: Lightning's start-up banners and tips
+#: (fastssl prints the setup it resolved instead) and deprecations raised inside packages.
+_THIRD_PARTY_LOGGERS = ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric")
+_THIRD_PARTY_WARNINGS = (r".*isinstance\(treespec, LeafSpec\)",)
+
+
+def quiet_third_party() -> None:
+    """Keeps a command's output to what fastssl says (``--debug`` keeps everything).
+
+    Lightning's info lines ("GPU available: False", "Using bfloat16 Automatic Mixed
+    Precision", tips about its cloud products) go below the shown level; warnings that other
+    packages raise about their own dependencies are ignored. Warnings about the user's run
+    (fastssl's, and Lightning's warnings) still show.
+    """
+    for name in _THIRD_PARTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for message in _THIRD_PARTY_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fastssl`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -187,6 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = os.environ.get("FASTSSL_DEBUG")
     if args.debug:
         os.environ["FASTSSL_DEBUG"] = "1"  # read by the commands' report_error calls
+    else:
+        quiet_third_party()
     try:
         return int(args._run(args))
     except (Exception, KeyboardInterrupt) as error:

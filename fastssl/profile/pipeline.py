@@ -15,7 +15,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import statistics
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -130,13 +135,41 @@ def write_trace(
     activities = [ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(ProfilerActivity.CUDA)
-    with profile(activities=activities) as recorded:
+    with _without_kineto_chatter(), profile(activities=activities) as recorded:
         for index in range(steps):
             with record_function(f"fastssl/iteration {index}"):
                 iteration()
     path = Path(path)
     recorded.export_chrome_trace(str(path))
     return path
+
+
+# Status lines the C++ profiler (Kineto) writes straight to stderr at every start and stop,
+# and its CUDA probe's error on a machine without a GPU: noise, not a problem of the run.
+_KINETO_CHATTER = re.compile(
+    r"^(USDT|STAGE|INFO):\S+ \S+ \S+ \S+\.cpp:\d+\]"
+    r"|^ERROR:.* DeviceProperties\.cpp:\d+\] gpuGetDeviceCount failed"
+)
+
+
+@contextlib.contextmanager
+def _without_kineto_chatter() -> Iterator[None]:
+    """Captures file descriptor 2 while the profiler runs and passes on every line but
+    Kineto's status chatter (so real errors still reach the terminal, after the block)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read().decode(errors="replace").splitlines():
+                if not _KINETO_CHATTER.search(line):
+                    print(line, file=sys.stderr)
 
 
 __all__ = ["PipelineResult", "endless", "measure_pipeline", "to_device", "write_trace"]

@@ -145,7 +145,9 @@ class LastCheckpoint(pl.Callback):
             return
         self.check_finite(trainer, trainer.lightning_module)
         tmp = self.dirpath / "last.ckpt.tmp"
-        trainer.save_checkpoint(tmp)  # rank 0 writes; ends with a barrier
+        # weights_only=False: the full state (optimizer, schedules, loops) for an exact resume;
+        # Lightning's flag names what is saved, not how it is loaded (always weights-only).
+        trainer.save_checkpoint(tmp, weights_only=False)  # rank 0 writes; ends with a barrier
         if trainer.is_global_zero:
             if self.keep_step_checkpoints:
                 shutil.copyfile(tmp, self.dirpath / f"step-{step:08d}.ckpt")

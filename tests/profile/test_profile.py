@@ -276,3 +276,21 @@ def test_setup_names_the_precision_the_steps_ran_in(
             recipe, images, tmp_path, "--precision", "bf16-mixed", "--variants", "none"
         )
     assert report["setup"]["precision"] == "32-true"
+
+
+def test_trace_drops_kineto_chatter_but_passes_other_stderr(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    from fastssl.profile.pipeline import write_trace
+
+    def iteration() -> None:
+        torch.randn(8).sum()
+        os.write(2, b"a real problem\n")  # what a failing native library would print
+
+    write_trace(tmp_path / "trace.json", iteration, steps=1, device=torch.device("cpu"))
+    err = capfd.readouterr().err
+    assert "a real problem" in err
+    assert "USDT:" not in err and "gpuGetDeviceCount" not in err
+    assert (tmp_path / "trace.json").stat().st_size > 0
