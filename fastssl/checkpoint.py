@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 import os
 import pickle
 from typing import Any
@@ -155,22 +154,6 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return validate(load_file(path), os.fspath(path))
 
 
-def resolve_method(name: str) -> type[Method]:
-    """The method class of a registry name (``"simclr"``) or a ``"package.module:Class"``.
-
-    Raises:
-        ValueError: For an unknown registry name or a path that names no Method subclass.
-        ImportError: When the path's module cannot be imported.
-    """
-    if ":" not in name:
-        return methods.get(name)
-    module_name, _, class_name = name.partition(":")
-    cls = getattr(importlib.import_module(module_name), class_name, None)
-    if not (isinstance(cls, type) and issubclass(cls, Method)):
-        raise ValueError(f"method {name!r} does not name a fastssl.methods.Method subclass")
-    return cls
-
-
 def rebuild_method(checkpoint: dict[str, Any], name: str, strict: bool = True) -> Method:
     """Builds the checkpoint's method from its name and arguments and loads its weights.
 
@@ -189,7 +172,7 @@ def rebuild_method(checkpoint: dict[str, Any], name: str, strict: bool = True) -
     hparams = checkpoint["hyper_parameters"]
     method, kwargs = hparams["method"], dict(hparams.get("method_kwargs", {}))
     try:
-        cls = resolve_method(method)
+        cls = methods.get(method)
     except (ValueError, ImportError) as error:
         raise CheckpointError(f"checkpoint {name!r}: {error}") from error
     try:
@@ -223,6 +206,5 @@ __all__ = [
     "method_state_dict",
     "read_checkpoint",
     "rebuild_method",
-    "resolve_method",
     "validate",
 ]

@@ -153,10 +153,6 @@ def test_every_reader_strips_the_compile_prefix(
 def test_readers_share_one_implementation() -> None:
     assert train_checkpoint.read_checkpoint is core.read_checkpoint
     assert eval_checkpoint.CheckpointError is core.CheckpointError
-    assert eval_checkpoint.resolve_method is core.resolve_method
-    from fastssl.train.module import resolve_method
-
-    assert resolve_method is core.resolve_method
 
 
 def test_missing_file_is_both_checkpoint_and_file_not_found_error(tmp_path: Path) -> None:

@@ -30,7 +30,6 @@ from fastssl.checkpoint import (
     CheckpointNotFoundError,
     method_state_dict,
     rebuild_method,
-    resolve_method,
 )
 from fastssl.checkpoint import read_checkpoint as _read_file
 from fastssl.methods.base import Method
@@ -162,5 +161,4 @@ __all__ = [
     "load_backbone",
     "load_method",
     "read_checkpoint",
-    "resolve_method",
 ]

@@ -46,11 +46,26 @@ def list_methods() -> list[str]:
 
 
 def get(name: str) -> type[Method]:
-    """The method class registered under ``name`` (case-insensitive).
+    """The method class of a registry name (case-insensitive) or a ``"package.module:Class"``.
+
+    The one resolver of method names: recipes, checkpoints and the CLI all call it, so a
+    user's own Method subclass works wherever a registered one does.
 
     Raises:
-        ValueError: For an unknown name, listing the known ones.
+        ValueError: For an unknown name (listing the known ones) or a path that names no
+            Method subclass.
+        ImportError: When the path's module cannot be imported.
+
+    Example:
+        >>> get("SimCLR").__name__, get("fastssl.methods.byol:BYOL").__name__
+        ('SimCLR', 'BYOL')
     """
+    if ":" in name:
+        module_name, _, class_name = name.partition(":")
+        found = getattr(importlib.import_module(module_name), class_name, None)
+        if not (isinstance(found, type) and issubclass(found, Method)):
+            raise ValueError(f"method {name!r} does not name a fastssl.methods.Method subclass")
+        return found
     key = name.lower().replace("-", "").replace("_", "")
     if key not in _REGISTRY:
         raise ValueError(f"unknown method {name!r}: choose one of {', '.join(list_methods())}")

@@ -126,10 +126,10 @@ def parse_variants(text: str) -> tuple[str, ...] | None:
 def method_transform(config: PretrainConfig) -> Any:
     """The default transform of the recipe's method (built without its backbone when
     the method allows it, which is faster)."""
+    from fastssl import methods
     from fastssl.train.engine import method_kwargs
-    from fastssl.train.module import resolve_method
 
-    cls = resolve_method(config.method)
+    cls = methods.get(config.method)
     kwargs = method_kwargs(config)
     try:
         tiny = {**kwargs, "backbone": torch.nn.Flatten(), "feature_dim": 8}

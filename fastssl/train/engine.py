@@ -45,6 +45,7 @@ import torch
 import yaml
 from pytorch_lightning.utilities import rank_zero_only
 
+from fastssl import methods
 from fastssl.data.loader import BackendChoice, detect_source, make_loader, resolve_backend
 from fastssl.kernels.contrastive import describe_kernel
 from fastssl.models.batchnorm import SyncBatchNormPlugin
@@ -57,7 +58,7 @@ from fastssl.train.callbacks import (
 from fastssl.train.checkpoint import prepare_run
 from fastssl.train.config import Precision, PretrainConfig, to_dict
 from fastssl.train.data import EpochSeededTransform, ResumableLoader
-from fastssl.train.module import PretrainModule, resolve_method
+from fastssl.train.module import PretrainModule
 from fastssl.train.optim import merge_optimizer
 from fastssl.utils import dist
 
@@ -227,7 +228,7 @@ def gradient_clip(config: PretrainConfig) -> float | None:
     """``trainer.gradient_clip``, else the method's ``optimizer.extra.clip_grad_norm``."""
     if config.trainer.gradient_clip is not None:
         return config.trainer.gradient_clip
-    defaults = resolve_method(config.method).optimizer_defaults
+    defaults = methods.get(config.method).optimizer_defaults
     clip = merge_optimizer(defaults, to_dict(config)["optimizer"]).extra.get("clip_grad_norm")
     return None if clip is None else float(clip)
 

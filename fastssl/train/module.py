@@ -30,7 +30,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from fastssl.checkpoint import resolve_method
+from fastssl import methods
 from fastssl.methods.base import StepInfo
 from fastssl.models.small_conv import convert_small_output_convs
 from fastssl.train.data import ResumableLoader, derive_seed, seed_all
@@ -46,10 +46,6 @@ from fastssl.utils.scheduler import CosineWarmupScheduler, cosine_schedule
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite: training stops, the last good checkpoint stays."""
-
-
-# resolve_method (registry name or "package.module:Class" -> Method class) lives with the
-# checkpoint reader, which rebuilds methods the same way; re-exported here.
 
 
 class PretrainModule(pl.LightningModule):
@@ -95,7 +91,7 @@ class PretrainModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["loader_factory"])
-        self.method = resolve_method(method)(**method_kwargs)
+        self.method = methods.get(method)(**method_kwargs)
         self.optimizer_config = merge_optimizer(self.method.optimizer_defaults, optimizer or {})
         self.schedule = dict(schedule or {})
         self.batch_size = batch_size
@@ -360,4 +356,4 @@ class PretrainModule(pl.LightningModule):
             seed_all(derive_seed("method", self.seed, dist.rank(), *resume))
 
 
-__all__ = ["NonFiniteLossError", "PretrainModule", "resolve_method"]
+__all__ = ["NonFiniteLossError", "PretrainModule"]

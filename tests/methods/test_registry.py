@@ -148,3 +148,16 @@ def test_ema_backbone_is_the_untrained_copy_of_the_backbone(name: str) -> None:
     assert all(torch.equal(copies[k], online[k]) for k in online)  # a copy at init
     trainable = {id(p) for p in trainable_parameters(model)}
     assert not any(id(p) in trainable for p in ema.parameters()), f"{name}: the EMA is trained"
+
+
+def test_get_resolves_names_and_module_paths() -> None:
+    from tests.train._tiny import TINY, TinyMethod
+
+    assert methods.get(TINY) is TinyMethod  # a user's Method subclass, "module:Class"
+    assert methods.get("Barlow_Twins") is methods.get("barlowtwins")
+    with pytest.raises(ValueError, match=r"does not name a fastssl\.methods\.Method subclass"):
+        methods.get("torch.nn:Linear")
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        methods.get("nope")
+    with pytest.raises(ImportError):
+        methods.get("no_such_package.module:Class")

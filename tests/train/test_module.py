@@ -6,16 +6,9 @@ import warnings
 import pytest
 import torch
 
-from fastssl.train.module import PretrainModule, resolve_method
+from fastssl import methods
+from fastssl.train.module import PretrainModule
 from tests.train._tiny import TINY, TinyMethod
-
-
-def test_resolve_method_errors() -> None:
-    assert resolve_method(TINY) is TinyMethod
-    with pytest.raises(ValueError, match=r"does not name a fastssl\.methods\.Method subclass"):
-        resolve_method("torch.nn:Linear")
-    with pytest.raises(ValueError, match="unknown method 'nope'"):
-        resolve_method("nope")
 
 
 class _FakeLoader:
@@ -139,7 +132,7 @@ def test_weight_decay_stays_constant_without_weight_decay_end() -> None:
 def test_paper_extras_are_engine_settings(method: str, key: str, value: object) -> None:
     from fastssl.train.optim import ENGINE_EXTRAS
 
-    extra = resolve_method(method).optimizer_defaults.extra
+    extra = methods.get(method).optimizer_defaults.extra
     assert extra[key] == value and key in ENGINE_EXTRAS
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from fastssl.checkpoint import resolve_method
+from fastssl import methods
 from fastssl.models.utils import NORM_LAYERS, get_weight_decay_parameters
 from fastssl.train.optim import build_optimizer, merge_optimizer, param_groups, scaled_lr
 from fastssl.utils.lars import LARS
@@ -142,7 +142,7 @@ def test_one_norm_rule_for_the_trainer_and_get_weight_decay_parameters(layer: nn
 
 
 def test_sqrt_scaling_lr_applies_when_lr_is_unset() -> None:
-    simclr = resolve_method("simclr").optimizer_defaults
+    simclr = methods.get("simclr").optimizer_defaults
     assert merge_optimizer(simclr, {}).lr == 0.3  # linear scaling: the paper's 0.3 x B/256
     sqrt = merge_optimizer(simclr, {"lr_scaling": "sqrt"})
     assert scaled_lr(sqrt.lr, 4096, sqrt.reference_batch_size, "sqrt") == pytest.approx(
