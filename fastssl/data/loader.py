@@ -52,6 +52,7 @@ from fastssl.data.batched_views import (
 from fastssl.data.dataset import LightlyDataset
 from fastssl.data.manifest import MANIFEST_NAME, read_manifest
 from fastssl.data.multi_view_collate import MultiViewCollate
+from fastssl.data.sources import ShardSpec, is_shard_spec
 from fastssl.data.webdataset_source import WebDatasetSource
 from fastssl.transforms.view_spec import ViewSpec
 from fastssl.utils import dist
@@ -62,13 +63,20 @@ Batch = tuple[list[Tensor], Tensor, list[str]]
 BACKENDS: tuple[str, ...] = ("auto", "torch", "dali", "ffcv")
 
 
-def detect_source(source: str | os.PathLike[str]) -> SourceKind:
+def detect_source(source: ShardSpec) -> SourceKind:
     """Tells what kind of data ``source`` is.
+
+    ``"webdataset"`` for a ``fastssl shards`` folder and for every shard spec of
+    :func:`fastssl.data.sources.resolve_shards` (tars local or remote, patterns, lists);
+    ``"ffcv"`` for a ``.beton``; ``"folder"`` for an image folder.
 
     Raises:
         FileNotFoundError: If ``source`` does not exist.
         ValueError: If it is an empty folder or a file of an unknown kind.
     """
+    if is_shard_spec(source):
+        return "webdataset"
+    assert isinstance(source, str | os.PathLike)  # a list is a shard spec
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(f"data path {str(path)!r} does not exist")
@@ -76,7 +84,8 @@ def detect_source(source: str | os.PathLike[str]) -> SourceKind:
         if path.suffix == ".beton":
             return "ffcv"
         raise ValueError(
-            f"data path {str(path)!r} is a file: pass an image folder, shards or a .beton"
+            f"data path {str(path)!r} is a file: pass an image folder, shards (a folder, "
+            f".tar, .txt list, pattern or URL of WebDataset tars) or a .beton"
         )
     manifest = path / MANIFEST_NAME
     if manifest.exists():
@@ -170,6 +179,7 @@ def resolve_backend(
     kind: SourceKind,
     device: str | torch.device = "cpu",
     transform: Any = None,
+    source: ShardSpec | None = None,
 ) -> BackendChoice:
     """The engine that ``backend`` means for a ``kind`` source trained on ``device``.
 
@@ -184,7 +194,10 @@ def resolve_backend(
     * training on a CPU: the batched torch engine, faster there than DALI's CPU mode
       (750 vs 286 images/s measured for 224 px SimCLR pairs from shards, 2 workers).
 
-    An explicit backend is honoured (checked against the source kind).
+    An explicit backend is honoured (checked against the source kind), but for DALI on
+    tars it cannot read: DALI reads image folders and local ``fastssl shards`` folders
+    (tars with their indexes); other WebDataset tars (remote, or without a manifest) fall
+    back to the torch engine, marked as a fallback so that the caller announces it.
 
     Args:
         backend: ``"auto"``, ``"torch"``, ``"dali"`` or ``"ffcv"``.
@@ -192,6 +205,7 @@ def resolve_backend(
         device: Where training runs: ``"cpu"``, ``"cuda"`` (or ``"gpu"``, a torch.device).
         transform: The multi-view transform, when known: one without ViewSpecs keeps
             ``"auto"`` on torch.
+        source: The data, when known: tars DALI cannot read keep it on torch.
 
     Returns:
         A :class:`BackendChoice` (engine, reason, whether it is a fallback).
@@ -214,6 +228,14 @@ def resolve_backend(
             f"backend='ffcv' reads .beton files, not a {kind} source: convert it with "
             f"`fastssl shards --format ffcv`, or use backend='dali' or 'torch'"
         )
+    unreadable = source is not None and kind == "webdataset" and is_shard_spec(source)
+    if backend == "dali" and unreadable:
+        return BackendChoice(
+            "torch",
+            "backend=dali was asked for, but DALI reads only local `fastssl shards` folders "
+            "and these tars are remote or have no manifest: the torch engine reads them",
+            fallback=True,
+        )
     if backend != "auto":
         return BackendChoice(backend, f"backend={backend} was asked for")
     if kind == "ffcv":
@@ -232,6 +254,13 @@ def resolve_backend(
         )
     from fastssl.dali.pipeline import dali_available
 
+    if unreadable:
+        return BackendChoice(
+            "torch",
+            "training on a GPU, but DALI reads only local `fastssl shards` folders and these "
+            "tars are remote or have no manifest: the torch engine reads them",
+            fallback=True,
+        )
     if dali_available():
         return BackendChoice("dali", "training on a GPU: DALI decodes and augments on it")
     return BackendChoice(
@@ -289,7 +318,7 @@ def view_specs_of(transform: Any) -> list[ViewSpec]:
 
 
 def make_loader(
-    source: str | os.PathLike[str],
+    source: ShardSpec,
     transform: Callable[[Any], Any],
     backend: Backend = "auto",
     batch_size: int = 256,
@@ -304,11 +333,16 @@ def make_loader(
     dtype: torch.dtype = torch.float32,
     batched: bool | None = None,
     device: str | torch.device | None = None,
+    label_key: str = "cls",
+    resampled: bool = False,
+    num_samples: int | None = None,
 ) -> Loader:
     """Builds the training loader for ``source``.
 
     Args:
-        source: Image folder, ``fastssl shards`` folder, or ``.beton`` file.
+        source: Image folder, ``fastssl shards`` folder, ``.beton`` file, or any WebDataset
+            tars (:func:`fastssl.data.sources.resolve_shards`: a folder, ``.tar``, ``.txt``
+            list, brace pattern or list of them; ``http(s)://``, ``s3://``, ``pipe:`` URLs).
         transform: The multi-view transform (e.g. ``SimCLRTransform(...)``); engines other
             than torch compile its ``view_specs``.
         backend: ``"auto"``, ``"torch"``, ``"dali"`` or ``"ffcv"``; ``"auto"`` picks by
@@ -334,6 +368,11 @@ def make_loader(
         device: The training device (``"cpu"``, ``"cuda"``), which ``"auto"`` and
             ``dali_device`` follow; None: ``"cuda"`` when ``dali_device="mixed"`` or CUDA
             is available (see :func:`training_device`).
+        label_key: WebDataset tars: where the class index is (``"cls"``, ``"json:FIELD"``,
+            ``"none"``; :func:`fastssl.data.webdataset_source.sample_target`).
+        resampled: WebDataset tars: draw shards at random with replacement, an epoch being
+            ``num_samples`` samples (streams whose counts are unknown).
+        num_samples: The epoch length in resampled mode (all processes together).
 
     Returns:
         A :class:`Loader`.
@@ -349,10 +388,12 @@ def make_loader(
         raise ValueError(f"batch_size={batch_size} must be >= 1")
     kind = detect_source(source)
     on = training_device(device, dali_device)
-    choice = resolve_backend(backend, kind, on, transform)
+    choice = resolve_backend(backend, kind, on, transform, source)
     if choice.fallback:
-        warnings.warn(f"backend=auto chose {choice.name}: {choice.reason}", stacklevel=2)
+        warnings.warn(f"backend={backend} chose {choice.name}: {choice.reason}", stacklevel=2)
     chosen = choice.name
+    # A list of shards is WebDataset tars, which only the torch engine reads (see above).
+    path = cast("str | os.PathLike[str]", source)
     if dali_device is None:  # an explicit backend="dali" without a device keeps "cpu"
         dali_device = (
             "mixed" if on == "cuda" and (device is not None or backend == "auto") else "cpu"
@@ -368,12 +409,12 @@ def make_loader(
         )
     if chosen == "dali":
         return _dali_loader(
-            source, transform, kind, batch_size, workers, shuffle, drop_last, seed, rank,
+            path, transform, kind, batch_size, workers, shuffle, drop_last, seed, rank,
             world_size, dali_device, dtype,
         )  # fmt: skip
     if chosen == "ffcv":
         batches = FFCVViews(
-            source, view_specs_of(transform), batch_size=batch_size, num_workers=max(workers, 1),
+            path, view_specs_of(transform), batch_size=batch_size, num_workers=max(workers, 1),
             shuffle=shuffle, drop_last=drop_last, seed=seed, rank=rank, world_size=world_size,
             dtype=dtype,
         )  # fmt: skip
@@ -400,13 +441,16 @@ def make_loader(
             rank=rank,
             world_size=world_size,
             strict=strict,
+            label_key=label_key,
+            resampled=resampled,
+            num_samples=num_samples,
         )
         return Loader(
             DataLoader(shards, **common), kind, "torch", shards.set_epoch, recycler=recycler
         )
     # LightlyDataset (like lightly's) is a map-style dataset without the Dataset base class.
     folder = LightlyDataset(
-        os.fspath(source), transform if decoder is None else decoder, strict=strict
+        os.fspath(path), transform if decoder is None else decoder, strict=strict
     )
     dataset = cast(Dataset[Any], folder)
     sampler: DistributedSampler[Any] = DistributedSampler(

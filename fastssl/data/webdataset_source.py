@@ -77,6 +77,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import json
 import os
 import random
 import tarfile
@@ -92,15 +93,22 @@ from fastssl.data import images
 from fastssl.data.manifest import (
     _CONVERT_AGAIN,
     IMAGE_EXTENSIONS,
-    MANIFEST_NAME,
     CorruptShardError,
     ManifestError,
     ShardChecksumError,
     ShardError,
     UnsafeShardError,
-    check_webdataset_manifest,
     read_manifest,
     shard_path,
+)
+from fastssl.data.sources import (
+    ShardSet,
+    ShardSpec,
+    is_remote,
+    member_key,
+    open_shard,
+    open_tar,
+    resolve_shards,
 )
 from fastssl.utils import dist
 
@@ -147,11 +155,12 @@ def iter_shard(
 ) -> Iterator[dict[str, Any]]:
     """Yields samples ``start..stop-1`` of a tar as ``{"__key__": key, ext: bytes, ...}``.
 
-    Members are grouped into samples by key (the name up to the first dot of its last
-    path component), as WebDataset and DALI do; ``"__url__"`` is the shard's path. Every
-    member header read, skipped ones included, is checked (see :class:`UnsafeShardError`)
-    and its declared size too; the data of samples before ``start`` is seeked over, not
-    read.
+    ``path`` is a local file or a URL (:func:`fastssl.data.sources.open_shard`: http(s),
+    ``pipe:``, s3 and the other fsspec protocols; read as a stream). Members are grouped
+    into samples by key (:func:`fastssl.data.sources.member_key`), as WebDataset and DALI
+    do; ``"__url__"`` is the shard. Every member header read, skipped ones included, is
+    checked (see :class:`UnsafeShardError`) and its declared size too; in a local file
+    the data of samples before ``start`` is seeked over, not read.
 
     Raises:
         UnsafeShardError: For an absolute, ``..``, link or device member.
@@ -160,20 +169,18 @@ def iter_shard(
     """
     index, current = -1, None
     sample: dict[str, Any] = {}
+    remote = is_remote(path)
     try:
-        with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            with tarfile.open(fileobj=handle, mode="r:") as archive:
+        with open_shard(path) as handle:
+            size = None if remote else os.fstat(handle.fileno()).st_size
+            with open_tar(handle, remote) as archive:
                 for member in archive:
                     _check_member(path, member)
                     _check_size(path, member, size, max_member_bytes)
-                    if member.isdir():
-                        continue
-                    base = member.name.rsplit("/", 1)[-1]
-                    dot = base.find(".")
-                    if dot <= 0:
-                        continue  # no extension or a hidden file: not part of a sample
-                    prefix = member.name[: len(member.name) - len(base) + dot]
+                    found = member_key(member.name) if member.isfile() else None
+                    if found is None:
+                        continue  # a folder, or no extension: not part of a sample
+                    prefix, ext = found
                     if prefix != current:
                         if index >= start and sample:
                             yield sample
@@ -184,19 +191,20 @@ def iter_shard(
                     if index >= start:
                         data = archive.extractfile(member)
                         assert data is not None  # a regular file (checked above)
-                        sample[base[dot + 1 :].lower()] = data.read()
+                        sample[ext] = data.read()
     except tarfile.TarError as error:
         raise CorruptShardError(
-            f"shard {path}: not a readable tar ({error}); the shard is truncated or corrupt: "
-            f"{_CONVERT_AGAIN}"
+            f"shard {path}: not a readable tar ({error}); the shard is truncated or corrupt"
         ) from None
+    except OSError as error:
+        raise CorruptShardError(f"shard {path}: cannot be read ({error})") from None
     if index >= start and sample and (stop is None or index < stop):
         yield sample
 
 
-def _check_size(path: str, member: tarfile.TarInfo, size: int, limit: int) -> None:
+def _check_size(path: str, member: tarfile.TarInfo, size: int | None, limit: int) -> None:
     problem = None
-    if member.offset_data + member.size > size:
+    if size is not None and member.offset_data + member.size > size:
         problem = f"only {max(size - member.offset_data, 0)} follow its header"
     elif member.size > limit:
         problem = f"more than the {limit} a member may have (MAX_MEMBER_BYTES)"
@@ -306,21 +314,58 @@ def decode_image(sample: dict[str, Any]) -> Image.Image:
         raise _unreadable(sample, image_member(sample), error) from error
 
 
-def sample_target(sample: dict[str, Any], num_classes: int) -> int:
-    """The class index in a sample's ``.cls`` member (0 without one).
+def check_label_key(label_key: str) -> str:
+    """Returns ``label_key`` if it is valid (see :func:`sample_target`), else raises.
 
     Raises:
-        CorruptShardError: When ``.cls`` is not an integer in ``[0, num_classes)`` (any
-            non-negative integer when ``num_classes`` is 0).
+        ValueError: Naming the accepted forms.
     """
-    if "cls" not in sample:
+    if label_key == "none" or (label_key and not label_key.startswith("json:")):
+        return label_key
+    if label_key.startswith("json:") and label_key[len("json:") :]:
+        return label_key
+    raise ValueError(
+        f"label_key={label_key!r}: use a member extension holding the class index ('cls', "
+        f"the default), 'json:FIELD' for an integer field of the .json member, or 'none'"
+    )
+
+
+def sample_target(sample: dict[str, Any], num_classes: int, label_key: str = "cls") -> int:
+    """The class index of a sample, read as ``label_key`` says.
+
+    ``label_key``: a member extension holding the index as decimal text (``"cls"``, the
+    default; a sample without that member gets 0, as an unlabeled folder does),
+    ``"json:FIELD"`` (an integer field of the ``.json`` member; 0 without the member or
+    the field) or ``"none"`` (always 0).
+
+    Raises:
+        CorruptShardError: When the label is not an integer in ``[0, num_classes)`` (any
+            non-negative integer when ``num_classes`` is 0), or the JSON does not parse.
+    """
+    if label_key == "none":
         return 0
-    where = f"{_where(sample)}: member '{sample['__key__']}.cls'"
+    field = label_key[len("json:") :] if label_key.startswith("json:") else None
+    member = "json" if field is not None else label_key
+    if member not in sample:
+        return 0
+    where = f"{_where(sample)}: member '{sample['__key__']}.{member}'"
+    raw: Any = sample[member]
+    if field is not None:
+        try:
+            raw = json.loads(raw).get(field, 0)
+        except (ValueError, AttributeError):
+            raise CorruptShardError(
+                f"{where} is not a JSON object with a field {field!r} (label_key={label_key!r})"
+            ) from None
     try:
-        target = int(sample["cls"])
-    except ValueError:
+        if isinstance(raw, bool | float):
+            raise ValueError
+        target = int(raw)
+    except (ValueError, TypeError):
+        shown = raw[:40] if isinstance(raw, bytes | str) else raw
         raise CorruptShardError(
-            f"{where} holds {sample['cls'][:40]!r}, not a class index; {_CONVERT_AGAIN}"
+            f"{where} holds {shown!r}, not a class index (label_key={label_key!r}: pass "
+            f"another label key, or 'none')"
         ) from None
     if target < 0 or (num_classes and target >= num_classes):
         raise CorruptShardError(
@@ -331,10 +376,12 @@ def sample_target(sample: dict[str, Any], num_classes: int) -> int:
 
 
 class WebDatasetSource(IterableDataset):
-    """Samples of a ``fastssl shards`` output, exactly once per epoch across ranks x workers.
+    """Samples of WebDataset shards, exactly once per epoch across ranks x workers.
 
     Args:
-        root: Folder holding ``manifest.json`` and the shards.
+        root: The shards: a ``fastssl shards`` folder, or any shard spec of
+            :func:`fastssl.data.sources.resolve_shards` (a folder of tars, a ``.tar``, a
+            brace pattern, ``http(s)://``, ``s3://`` or ``pipe:`` URLs, a list of them).
         transform: Applied to each RGB PIL image (e.g. a multi-view transform).
         seed: Seeds the shard order and shuffle buffers (with the epoch).
         shuffle: Shuffle shards and samples; False reads in write order, no buffer.
@@ -342,21 +389,31 @@ class WebDatasetSource(IterableDataset):
         rank: This process's rank (default: ``fastssl.utils.dist.rank()``).
         world_size: Number of ranks (default: ``fastssl.utils.dist.world_size()``).
         drop_last: Give every rank ``N // world_size`` samples (see the module doc).
-        verify: Check each shard's sha256 the first time a process opens it.
+        verify: Check each shard's sha256 (from a manifest) the first time a process opens
+            it.
         strict: Raise :class:`CorruptShardError` on an unreadable sample instead of
             replacing it with a warning (see the module doc).
+        label_key: Where a sample's class index is (:func:`sample_target`): ``"cls"``,
+            ``"json:FIELD"`` or ``"none"``.
+        resampled: Draw shards at random, with replacement (seeded per epoch, rank and
+            worker), for streams whose sample counts are unknown: an epoch is then
+            ``num_samples`` samples, not one pass over the data.
+        num_samples: The epoch length in resampled mode (all ranks together).
 
     Attributes:
+        shards: The :class:`~fastssl.data.sources.ShardSet` read.
         num_skipped: Unreadable samples replaced by this process (this object's copy in
             each DataLoader worker counts that worker's).
 
     Yields:
-        ``(transform(image), target, key)``: target is the class index from ``.cls``.
+        ``(transform(image), target, key)``.
 
     Raises:
-        FileNotFoundError: When ``root`` has no ``manifest.json``.
-        ManifestError: When the manifest is malformed or lists a missing shard.
-        UnsafeShardError: When it lists a shard outside ``root`` or not a regular file.
+        FileNotFoundError: When ``root`` does not exist.
+        ManifestError: When a manifest is malformed or lists a missing shard.
+        UnsafeShardError: When a manifest lists a shard outside its folder or not a
+            regular file.
+        ValueError: For resampled mode without ``num_samples``, or a bad label key.
 
     Example:
         >>> source = WebDatasetSource("shards/", rank=0, world_size=2)
@@ -365,7 +422,7 @@ class WebDatasetSource(IterableDataset):
 
     def __init__(
         self,
-        root: str | os.PathLike[str],
+        root: ShardSpec,
         transform: Callable[[Image.Image], Any] | None = None,
         seed: int = 0,
         shuffle: bool = True,
@@ -375,16 +432,11 @@ class WebDatasetSource(IterableDataset):
         drop_last: bool = False,
         verify: bool = True,
         strict: bool = False,
+        label_key: str = "cls",
+        resampled: bool = False,
+        num_samples: int | None = None,
     ) -> None:
         super().__init__()
-        self.root = os.fspath(root)
-        self.manifest_path = os.path.join(self.root, MANIFEST_NAME)
-        self.manifest: dict[str, Any] = read_manifest(self.root)
-        if self.manifest.get("format") != "webdataset":
-            raise ValueError(
-                f"root={self.root!r} holds format {self.manifest.get('format')!r}; "
-                f"WebDatasetSource reads 'webdataset' (use fastssl.data.ffcv_source for ffcv)"
-            )
         self.world_size = dist.world_size() if world_size is None else world_size
         self.rank = dist.rank() if rank is None else rank
         if self.world_size < 1 or not 0 <= self.rank < self.world_size:
@@ -394,16 +446,23 @@ class WebDatasetSource(IterableDataset):
             )
         if shuffle_buffer < 0:
             raise ValueError(f"shuffle_buffer={shuffle_buffer} must be >= 0")
-        check_webdataset_manifest(self.manifest, self.manifest_path, verify)
-        for index, entry in enumerate(self.manifest["shards"]):
-            shard_path(self.root, self.manifest_path, index, entry["file"])
+        if resampled and (num_samples is None or num_samples < 1):
+            raise ValueError(
+                f"resampled=True reads shards at random without end: set num_samples (the "
+                f"epoch length, data.num_samples), got {num_samples!r}"
+            )
+        self.label_key = check_label_key(label_key)
+        self.shards: ShardSet = resolve_shards(root, count=not resampled, verify=verify)
+        self.root = self.shards.spec
+        self.manifest_path = self.shards.manifest
         self.transform = transform
         self.seed, self.shuffle, self.buffer_size = seed, shuffle, shuffle_buffer
         self.drop_last, self.verify, self.strict = drop_last, verify, strict
+        self.resampled, self._epoch_length = resampled, num_samples
         self.num_skipped = 0
         self._warned: set[str] = set()  # unreadable members warned about in this process
-        self.classes: list[str] = list(self.manifest["classes"])
-        self._counts = [int(s["num_samples"]) for s in self.manifest["shards"]]
+        self.classes: list[str] = list(self.shards.classes)
+        self._counts = [s.num_samples or 0 for s in self.shards.shards]
         # Keys are write positions and shards hold consecutive keys: shard s starts here.
         self._starts = [sum(self._counts[:s]) for s in range(len(self._counts))]
         # Shared memory: DataLoader workers (persistent ones too) read the current epoch.
@@ -416,8 +475,9 @@ class WebDatasetSource(IterableDataset):
 
     @property
     def num_samples(self) -> int:
-        """Samples in the whole dataset (the manifest's count)."""
-        return sum(self._counts)
+        """Samples in an epoch, all ranks together (the shards' count, or the resampled
+        epoch length)."""
+        return self._epoch_length if self._epoch_length is not None else sum(self._counts)
 
     def _rank_range(self) -> tuple[int, int]:
         total = self.num_samples
@@ -462,26 +522,50 @@ class WebDatasetSource(IterableDataset):
     def _read(self, order: Sequence[int], start: int, stop: int) -> Iterator[dict[str, Any]]:
         """Samples at positions [start, stop) of the epoch's concatenated shard sequence."""
         position = 0
-        for shard in order:
-            count = self._counts[shard]
+        for index in order:
+            count = self._counts[index]
             low, high = max(start - position, 0), min(stop - position, count)
             position += count
             if low >= high:
                 continue
-            entry = self.manifest["shards"][shard]
-            # Checked again at each open: the folder may have changed since __init__.
-            path = shard_path(self.root, self.manifest_path, shard, entry["file"])
-            if self.verify:
-                _verify_shard(path, entry["sha256"])
+            path = self._open_path(index)
             found = 0
             for sample in iter_shard(path, low, high):
                 found += 1
                 yield sample
             if found != high - low:
                 raise CorruptShardError(
-                    f"shard {path}: holds fewer samples than the manifest's {count}; "
-                    f"the shard is corrupt: {_CONVERT_AGAIN}"
+                    f"shard {path}: holds fewer samples than the {count} counted for it; "
+                    f"the shard is corrupt or changed since it was counted"
                 )
+
+    def _open_path(self, index: int) -> str:
+        """Shard ``index``'s path or URL, checked again at each open where it can be: a
+        manifest's folder may have changed since ``__init__``."""
+        shard = self.shards.shards[index]
+        if self.manifest_path is None or shard.file is None:
+            return shard.url
+        path = shard_path(self.root, self.manifest_path, index, shard.file)
+        if self.verify and shard.sha256 is not None:
+            _verify_shard(path, shard.sha256)
+        return path
+
+    def _read_resampled(
+        self, rng: random.Random, start: int, stop: int
+    ) -> Iterator[dict[str, Any]]:
+        """``stop - start`` samples from shards drawn at random with replacement."""
+        wanted = stop - start
+        while wanted > 0:
+            index = rng.randrange(len(self.shards.shards))
+            found = 0
+            for sample in iter_shard(self._open_path(index)):
+                found += 1
+                yield sample
+                wanted -= 1
+                if wanted == 0:
+                    return
+            if found == 0:
+                raise CorruptShardError(f"shard {self.shards.shards[index].url}: holds no sample")
 
     def __iter__(self) -> Iterator[tuple[Any, int, str]]:
         info = get_worker_info()
@@ -493,7 +577,11 @@ class WebDatasetSource(IterableDataset):
             )
         epoch = self.epoch
         start, stop = self._worker_range(worker, num_workers)
-        stream = self._read(self._shard_order(epoch), start, stop)
+        if self.resampled:
+            draws = random.Random(f"{self.seed}/{epoch}/{self.rank}/{worker}/resampled")
+            stream = self._read_resampled(draws, start, stop)
+        else:
+            stream = self._read(self._shard_order(epoch), start, stop)
         if self.shuffle:
             rng = random.Random(f"{self.seed}/{epoch}/{self.rank}/{worker}")
             stream = shuffle_buffer(stream, self.buffer_size, rng)
@@ -543,7 +631,7 @@ class WebDatasetSource(IterableDataset):
         """
         lazy = getattr(self.transform, "decodes_lazily", False)
         image = open_image(sample) if lazy else decode_image(sample)
-        target = sample_target(sample, len(self.classes))
+        target = sample_target(sample, len(self.classes), self.label_key)
         reseed = getattr(self.transform, "reseed", None)
         if reseed is not None:
             reseed(self.seed, epoch, seed_key)

@@ -122,7 +122,13 @@ def add_recipe_arguments(parser: argparse.ArgumentParser, skip: Collection[str] 
         if dest not in skip:
             parser.add_argument(flag, dest=dest, **kwargs)
 
-    add("data", "--data", help="image folder, `fastssl shards` folder or .beton")
+    add(
+        "data",
+        "--data",
+        help="image folder, `fastssl shards` folder, .beton, or WebDataset tars: a folder or "
+        "list (.txt) of them, a brace pattern ('shard-{000000..000099}.tar'), http(s)://, "
+        "s3:// (endpoint and keys from AWS_* variables) or pipe:CMD URLs",
+    )
     add(
         "backend",
         "--backend",

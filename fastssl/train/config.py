@@ -41,12 +41,21 @@ class ConfigError(ValueError):
 class DataConfig:
     """Where the images come from and how they are batched."""
 
-    path: str = ""  # image folder, `fastssl shards` folder or FFCV .beton
+    # image folder, `fastssl shards` folder, FFCV .beton, or any WebDataset tars: a folder of
+    # them, a .tar, a .txt list, a brace pattern, http(s)://, s3://, pipe:CMD URLs
+    path: str = ""
     backend: BackendName = "auto"  # data engine (see fastssl.data.loader.make_loader)
     input_size: int = 224  # resolution of the global views; also the method's input_size
     batch_size: int = 256  # GLOBAL batch over all processes (split evenly across them)
     num_workers: int | None = None  # loader processes per training process (None: all cores)
     shuffle: bool = True  # seeded reshuffle every epoch
+    # WebDataset tars: where a sample's class index is ("cls": the .cls member; "json:FIELD";
+    # "none"); only kNN / linear evaluation and the profiler read targets
+    label_key: str = "cls"
+    # WebDataset streams: draw shards at random with replacement instead of one exact pass
+    # (for remote data whose counts are not worth a scan); needs num_samples
+    resampled: bool = False
+    num_samples: int | None = None  # the epoch length in resampled mode (all processes)
 
 
 @dataclass

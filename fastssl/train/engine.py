@@ -134,7 +134,9 @@ def choose_backend(config: PretrainConfig, transform: Any) -> BackendChoice:
     and ``transform``; ``fastssl profile`` measures the same choice.
     """
     kind = detect_source(config.data.path)
-    return resolve_backend(config.data.backend, kind, training_device(config), transform)
+    return resolve_backend(
+        config.data.backend, kind, training_device(config), transform, config.data.path
+    )
 
 
 def _loader_factory(config: PretrainConfig, module: PretrainModule, views: Any) -> Any:
@@ -159,6 +161,9 @@ def _loader_factory(config: PretrainConfig, module: PretrainModule, views: Any) 
             rank=dist.rank(),
             world_size=world,
             device=training_device(config),  # DALI decodes on this rank's GPU
+            label_key=config.data.label_key,
+            resampled=config.data.resampled,
+            num_samples=config.data.num_samples,
         )
         if len(loader) == 0:
             raise ValueError(

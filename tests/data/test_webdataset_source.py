@@ -171,7 +171,7 @@ def test_checksum_mismatch_names_the_shard(tmp_path: Path) -> None:
 def test_bad_arguments(shards_dir: Path, kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         WebDatasetSource(shards_dir, **kwargs)
-    with pytest.raises(FileNotFoundError, match=r"manifest\.json not found"):
+    with pytest.raises(FileNotFoundError, match=r"neither a manifest\.json .* nor \.tar files"):
         WebDatasetSource(shards_dir.parent)
 
 
