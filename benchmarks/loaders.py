@@ -9,6 +9,9 @@ quality 90) into SimCLR's two 224 px views, batch 64, on the same CPU budget:
   decoding, color and blur after collation: ``fastssl.data.batched_views``);
 * ``torch_per_sample``: the same over the folder with ``batched=False``: the torchvision v2
   pipeline on every sample (the torch backend before the batched engine);
+* ``torch_http``: ``torch_shards`` read over HTTP: the same tars served by
+  ``python -m http.server`` on 127.0.0.1 and passed to ``make_loader`` as URLs (WebDataset's
+  ``gopen``, curl), to compare remote with local reading;
 * ``dali_folder`` / ``dali_shards``: ``make_loader(backend="dali")``, DALI CPU, 2 threads;
 * ``ffcv``: measured only if FFCV can express SimCLR's views (it cannot: no color jitter,
   grayscale or blur), else the reason is recorded;
@@ -25,6 +28,7 @@ Usage::
     python benchmarks/loaders.py                 # 1000 images in /tmp/fastssl-bench-photos
     python benchmarks/loaders.py --images 300 --batches 4   # quick
     python benchmarks/loaders.py --repeats 2                # best of two runs each
+    python benchmarks/loaders.py --contenders torch_shards,torch_http --repeats 3
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ CONTENDERS = (
     "peer",
     "torch_folder",
     "torch_shards",
+    "torch_http",
     "torch_per_sample",
     "dali_folder",
     "dali_shards",
@@ -57,6 +62,7 @@ CONTENDERS = (
 FASTSSL: dict[str, tuple[str, str, bool | None]] = {
     "torch_folder": ("torch", "folder", True),
     "torch_shards": ("torch", "shards", True),
+    "torch_http": ("torch", "http", True),
     "torch_per_sample": ("torch", "folder", False),
     "dali_folder": ("dali", "folder", None),
     "dali_shards": ("dali", "shards", None),
@@ -74,7 +80,32 @@ def _prepare(images: int, root: Path) -> tuple[Path, Path]:
     return folder, shards
 
 
-def _loader(name: str, folder: Path, shards: Path) -> Any:
+def _shard_urls(shards: Path, base: str) -> list[str]:
+    """The URLs of a ``fastssl shards`` folder's tars under an HTTP server's ``base``."""
+    manifest = json.loads((shards / "manifest.json").read_text())
+    return [f"{base}/{entry['file']}" for entry in manifest["shards"]]
+
+
+def _serve(shards: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """``python -m http.server`` over ``shards`` on a free loopback port."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
+    server = subprocess.Popen(
+        command, cwd=shards, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    for _ in range(200):
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.05)
+    return server, f"http://127.0.0.1:{port}"
+
+
+def _loader(name: str, folder: Path, shards: Path, http_base: str = "") -> Any:
     import torch
 
     if name == "peer":
@@ -108,8 +139,11 @@ def _loader(name: str, folder: Path, shards: Path) -> Any:
     from fastssl.transforms.simclr_transform import SimCLRTransform
 
     backend, source, batched = FASTSSL[name]
+    data: Any = {"folder": folder, "shards": shards}.get(source)
+    if source == "http":
+        data = _shard_urls(shards, http_base)
     return make_loader(
-        folder if source == "folder" else shards,
+        data,
         SimCLRTransform(input_size=224),
         backend=backend,  # type: ignore[arg-type]
         batch_size=BATCH,
@@ -125,7 +159,9 @@ def _decode(path: str) -> int:
         return image.convert("RGB").size[0]
 
 
-def _measure(name: str, folder: Path, shards: Path, batches: int, warmup: int) -> dict[str, Any]:
+def _measure(
+    name: str, folder: Path, shards: Path, batches: int, warmup: int, http_base: str = ""
+) -> dict[str, Any]:
     if name == "decode_ceiling":
         from multiprocessing import Pool
 
@@ -145,7 +181,7 @@ def _measure(name: str, folder: Path, shards: Path, batches: int, warmup: int) -
             return {"skipped": next(r for r in reasons if r)}
     from fastssl.profile.cli import measure_loader
 
-    loader = _loader(name, folder, shards)
+    loader = _loader(name, folder, shards, http_base)
     images, seconds, _ = measure_loader(loader, batches, warmup)
     return {"images_per_s": images / seconds, "images": images, "seconds": seconds}
 
@@ -157,24 +193,33 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=20, help="measured batches of 64")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=1, help="runs per contender (best kept)")
+    parser.add_argument(
+        "--contenders", default=",".join(CONTENDERS), help="comma-separated subset to run"
+    )
     parser.add_argument("--only", default=None, help=argparse.SUPPRESS)  # child process
+    parser.add_argument("--http-base", default="", help=argparse.SUPPRESS)  # child process
     parser.add_argument("--out", type=Path, default=RESULTS, help="JSON output path")
     args = parser.parse_args()
     root = Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
     folder, shards = _prepare(args.images, root)
     if args.only:
-        result = _measure(args.only, folder, shards, args.batches, args.warmup)
+        result = _measure(args.only, folder, shards, args.batches, args.warmup, args.http_base)
         print("RESULT " + json.dumps(result))
         return
+    chosen = [name for name in args.contenders.split(",") if name]
+    unknown = sorted(set(chosen) - set(CONTENDERS))
+    if unknown:
+        parser.error(f"unknown contenders {unknown}: choose from {', '.join(CONTENDERS)}")
+    server, http_base = _serve(shards) if "torch_http" in chosen else (None, "")
     runs: dict[str, list[dict[str, Any]]] = {}
     for _ in range(max(args.repeats, 1)):
-        for name in ("decode_ceiling", *CONTENDERS):
+        for name in ("decode_ceiling", *chosen):
             if name == "ffcv" and runs.get(name):
                 continue  # a skip reason does not change
             command = [sys.executable, __file__, "--only", name, "--images", str(args.images)]
             command += ["--root", args.root, "--batches", str(args.batches)]
-            command += ["--warmup", str(args.warmup)]
+            command += ["--warmup", str(args.warmup), "--http-base", http_base]
             load_before = os.getloadavg()[0]
             done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
             line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
@@ -185,11 +230,14 @@ def main() -> None:
             result["load_average_1min_before"] = load_before
             runs.setdefault(name, []).append(result)
             print(f"{name}: {result}", flush=True)
+    if server is not None:
+        server.terminate()
+        server.wait(10)
     results: dict[str, Any] = {}
     for name, tries in runs.items():
         best = max(tries, key=lambda r: r.get("images_per_s", -1.0))
         results[name] = {**best, "runs_images_per_s": [r.get("images_per_s") for r in tries]}
-    peer = results["peer"].get("images_per_s")
+    peer = results.get("peer", {}).get("images_per_s")
     ceiling = results["decode_ceiling"].get("images_per_s")
     print(f"\n{'loader':<16} {'images/s':>9} {'x peer':>7} {'of decode':>10}")
     for name, result in results.items():
@@ -219,10 +267,15 @@ def main() -> None:
             + ("numba kernels" if importlib.util.find_spec("numba") else "torch ops")
             + "; torch_per_sample: torchvision v2 per sample",
             "kept": "the fastest of the repeats, per contender",
+            "contenders": chosen,
         },
         "machine": {"cpus": os.cpu_count(), "uptime": uptime},
         "results": results,
     }
+    local, remote = (results.get(n, {}).get("images_per_s") for n in ("torch_shards", "torch_http"))
+    if local and remote:
+        report["http_vs_local"] = remote / local
+        print(f"HTTP reading at {remote / local:.2f}x the speed of local reading")
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {args.out}")
 

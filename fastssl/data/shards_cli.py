@@ -15,6 +15,7 @@ import argparse
 import sys
 
 from fastssl.data import shards
+from fastssl.utils.argtypes import positive_int
 
 DESCRIPTION = """\
 Convert an image folder (one sub-folder per class, as for torchvision's ImageFolder) into
@@ -32,16 +33,6 @@ run into the same DST stops at once with an error (exit code 2). The lock goes w
 process, even a killed one, so a .lock file left behind never blocks a later run."""
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
-
-
 def _size(text: str) -> int:
     try:
         return shards.parse_size(text)
@@ -50,7 +41,7 @@ def _size(text: str) -> int:
 
 
 def _quality(text: str) -> int:
-    value = _positive_int(text)
+    value = positive_int(text)
     if value > 100:
         raise argparse.ArgumentTypeError(f"{text!r} must be in [1, 100]")
     return value
@@ -75,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-count",
-        type=_positive_int,
+        type=positive_int,
         default=10_000,
         metavar="N",
         help="at most N samples per shard (default: %(default)s)",
@@ -90,7 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-side",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="PX",
         help="re-encode as JPEG, shrunk so the longer side is PX pixels, every image whose "
@@ -106,7 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--workers",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="processes decoding images in parallel; the output does not depend on it "

@@ -35,6 +35,7 @@ from fastssl.eval.features import (
     open_labeled,
 )
 from fastssl.eval.knn import knn_predict
+from fastssl.utils.argtypes import positive_float, positive_int
 
 MODES = ("linear", "finetune", "knn")  # the order of the benchmark table's columns
 COLUMNS = {"linear": "Linear Top1", "finetune": "Finetune Top1", "knn": "kNN Top1"}
@@ -60,26 +61,6 @@ target, DINO's teacher, MoCo's and DenseCL's key encoder, MSN's target, TiCo's m
 encoder (the network DINO's paper, and lightly's benchmarks for DINO and TiCo, report)."""
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
-    return value
-
-
 def _default_workers() -> int:
     return min(8, len(os.sched_getaffinity(0)))
 
@@ -102,21 +83,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train", required=True, metavar="DIR", help="labeled training data")
     parser.add_argument("--val", required=True, metavar="DIR", help="labeled validation data")
     parser.add_argument(
-        "--input-size", type=_positive_int, default=None, metavar="N",
+        "--input-size", type=positive_int, default=None, metavar="N",
         help="image side in pixels (default: the checkpoint's training size)",
     )  # fmt: skip
     parser.add_argument(
-        "--resize", type=_positive_int, default=None, metavar="N",
+        "--resize", type=positive_int, default=None, metavar="N",
         help="resize the short side to N, then center-crop --input-size (lightly's ImageNet "
         "protocol: --resize 256 at 224; default: resize to the input size)",
     )  # fmt: skip
-    parser.add_argument("--batch-size", type=_positive_int, default=256, metavar="B")
+    parser.add_argument("--batch-size", type=positive_int, default=256, metavar="B")
     parser.add_argument(
-        "--epochs", type=_positive_int, default=None, metavar="E",
+        "--epochs", type=positive_int, default=None, metavar="E",
         help="epochs of linear (default 90) and finetune (default 30)",
     )  # fmt: skip
     parser.add_argument(
-        "--lr", type=_positive_float, default=None,
+        "--lr", type=positive_float, default=None,
         help="peak learning rate of linear (default 0.1) and of finetune's head "
         "(default 0.05 with sgd, 1e-3 with adamw)",
     )  # fmt: skip
@@ -132,7 +113,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="finetune: backbone lr = lr x this (default 0.1)",
     )  # fmt: skip
     parser.add_argument(
-        "--min-scale", type=_positive_float, default=0.2, metavar="S",
+        "--min-scale", type=positive_float, default=0.2, metavar="S",
         help="finetune: smallest random-resized-crop area, fraction of the image (default "
         "0.2; lightly's ImageNet protocol: 0.08)",
     )  # fmt: skip
@@ -140,9 +121,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-batch-norm", action="store_true",
         help="linear: no BatchNorm (without affine) before the linear layer",
     )  # fmt: skip
-    parser.add_argument("--k", type=_positive_int, default=200, help="kNN neighbours (200)")
+    parser.add_argument("--k", type=positive_int, default=200, help="kNN neighbours (200)")
     parser.add_argument(
-        "--temperature", type=_positive_float, default=0.1, help="kNN vote temperature (0.1)"
+        "--temperature", type=positive_float, default=0.1, help="kNN vote temperature (0.1)"
     )
     parser.add_argument(
         "--workers", type=int, default=None, metavar="W",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from fastssl.utils import dist
+from fastssl.loss._pairs import gathered_pair
 
 # F.batch_norm's default, used by LightlySSL and the authors' code.
 _BN_EPS = 1e-5
@@ -124,16 +124,7 @@ class BarlowTwinsLoss(nn.Module):
         Raises:
             ValueError: If the shapes differ or the (global) batch has fewer than 2 rows.
         """
-        if z_a.shape != z_b.shape or z_a.ndim != 2:
-            raise ValueError(
-                "z_a and z_b must both have shape (batch_size, dim), got "
-                f"{tuple(z_a.shape)} and {tuple(z_b.shape)}."
-            )
-        if self.gather_distributed:
-            z_a, z_b = dist.gather_cat(z_a), dist.gather_cat(z_b)
-        if z_a.shape[0] < 2:
-            raise ValueError(
-                f"BarlowTwinsLoss needs a batch size of at least 2 to standardise, got "
-                f"{z_a.shape[0]} (summed over processes when gather_distributed=True)."
-            )
+        z_a, z_b = gathered_pair(
+            "BarlowTwinsLoss", z_a, z_b, self.gather_distributed, needs=" to standardise"
+        )
         return barlow_twins_loss(z_a, z_b, self.lambda_param)

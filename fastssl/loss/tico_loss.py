@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from fastssl.utils import dist
+from fastssl.loss._pairs import gathered_pair
 
 
 def tico_loss(
@@ -100,18 +100,9 @@ class TiCoLoss(nn.Module):
         Raises:
             ValueError: If the shapes differ or the (global) batch has fewer than 2 rows.
         """
-        if z_a.shape != z_b.shape or z_a.ndim != 2:
-            raise ValueError(
-                "z_a and z_b must both have shape (batch_size, num_features), got "
-                f"{tuple(z_a.shape)} and {tuple(z_b.shape)}."
-            )
-        if self.gather_distributed:
-            z_a, z_b = dist.gather_cat(z_a), dist.gather_cat(z_b)
-        if z_a.shape[0] < 2:
-            raise ValueError(
-                f"TiCoLoss needs a batch size of at least 2, got {z_a.shape[0]} "
-                "(summed over processes when gather_distributed=True)."
-            )
+        z_a, z_b = gathered_pair(
+            "TiCoLoss", z_a, z_b, self.gather_distributed, dim_name="num_features"
+        )
         loss, covariance = tico_loss(z_a, z_b, self.C, self.beta, self.rho)
         if update_covariance_matrix:
             self.C = covariance

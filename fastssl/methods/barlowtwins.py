@@ -18,14 +18,13 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from torch import Tensor, nn
+from torch import nn
 
 from fastssl.loss.barlow_twins_loss import BarlowTwinsLoss
-from fastssl.methods._common import FIRST_STEP, check_dims, two_views
-from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_view_pair
+from fastssl.methods._common import TwoViewMethod, check_dims
+from fastssl.methods.base import OptimizerDefaults, build_view_pair
 from fastssl.models.modules.heads.redundancy import BarlowTwinsProjectionHead
 from fastssl.transforms.byol_transform import (
     BYOLTransform,
@@ -34,7 +33,7 @@ from fastssl.transforms.byol_transform import (
 )
 
 
-class BarlowTwins(Method):
+class BarlowTwins(TwoViewMethod):
     """Barlow Twins (Zbontar et al. 2021, https://arxiv.org/abs/2103.03230).
 
     ``loss = BarlowTwinsLoss(head(backbone(view0)), head(backbone(view1)))``; with
@@ -81,14 +80,6 @@ class BarlowTwins(Method):
         self.criterion = BarlowTwinsLoss(
             lambda_param=lambda_param, gather_distributed=gather_distributed
         )
-
-    def training_step(self, views: Sequence[Tensor], info: StepInfo = FIRST_STEP) -> Tensor:
-        """Barlow Twins loss of the two views."""
-        x0, x1 = two_views("BarlowTwins", views)
-        z0 = self.projection_head(self(x0))
-        z1 = self.projection_head(self(x1))
-        loss: Tensor = self.criterion(z0, z1)
-        return loss
 
     def default_transform(self, **views: Any) -> BYOLTransform:
         """BYOL's asymmetric views, which the paper uses."""

@@ -27,26 +27,23 @@ from torch import Tensor, nn
 from fastssl.loss.negative_cosine_similarity import NegativeCosineSimilarity
 from fastssl.methods._common import (
     FIRST_STEP,
+    EMAMethod,
     check_dims,
     check_momentum,
-    scheduled_step,
+    embed,
     two_views,
 )
-from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_view_pair
+from fastssl.methods.base import OptimizerDefaults, StepInfo, build_view_pair
 from fastssl.models.modules.heads.siamese import BYOLPredictionHead, BYOLProjectionHead
-from fastssl.models.utils import (
-    momentum_copy,
-    update_momentum,
-)
+from fastssl.models.utils import momentum_copy
 from fastssl.transforms.byol_transform import (
     BYOLTransform,
     BYOLView1Transform,
     BYOLView2Transform,
 )
-from fastssl.utils.scheduler import cosine_schedule
 
 
-class BYOL(Method):
+class BYOL(EMAMethod):
     """BYOL (Grill et al. 2020, https://arxiv.org/abs/2006.07733).
 
     Each step first moves the target towards the online network,
@@ -76,6 +73,10 @@ class BYOL(Method):
 
     name: ClassVar[str] = "byol"
     ema_backbone_attr: ClassVar[str | None] = "backbone_momentum"
+    ema_pairs: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("backbone", "backbone_momentum"),
+        ("projection_head", "projection_head_momentum"),
+    )
     optimizer_defaults: ClassVar[OptimizerDefaults] = OptimizerDefaults.lars(
         lr=0.2, weight_decay=1.5e-6
     )
@@ -100,11 +101,6 @@ class BYOL(Method):
         self.projection_head_momentum = momentum_copy(self.projection_head)
         self.criterion = NegativeCosineSimilarity()
 
-    def momentum(self, info: StepInfo) -> float:
-        """tau of the step: cosine from ``momentum_start`` to ``momentum_end``."""
-        step, max_steps = scheduled_step(info)
-        return cosine_schedule(step, max_steps, self.momentum_start, self.momentum_end)
-
     def online(self, images: Tensor) -> Tensor:
         """Online predictions (B, output_dim)."""
         out: Tensor = self.prediction_head(self.projection_head(self(images)))
@@ -113,10 +109,7 @@ class BYOL(Method):
     @torch.no_grad()
     def target(self, images: Tensor) -> Tensor:
         """Target projections (B, output_dim), without gradient."""
-        out: Tensor = self.projection_head_momentum(
-            self.backbone_momentum(images).flatten(start_dim=1)
-        )
-        return out
+        return embed(self.backbone_momentum, self.projection_head_momentum, images)
 
     def training_step(self, views: Sequence[Tensor], info: StepInfo = FIRST_STEP) -> Tensor:
         """The paper's symmetrised loss: ``sum over both directions of 2 - 2 cos(q, z')``.
@@ -128,9 +121,7 @@ class BYOL(Method):
         the paper's step sizes.
         """
         x0, x1 = two_views("BYOL", views)
-        tau = self.momentum(info)
-        update_momentum(self.backbone, self.backbone_momentum, tau)
-        update_momentum(self.projection_head, self.projection_head_momentum, tau)
+        self.update_ema(info)
         p0, p1 = self.online(x0), self.online(x1)
         t0, t1 = self.target(x0), self.target(x1)
         # criterion = -mean(cos), so 2 - 2 cos = 2 + 2 * criterion per direction.

@@ -18,14 +18,13 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from torch import Tensor, nn
+from torch import nn
 
 from fastssl.loss.dcl_loss import DCLLoss, DCLWLoss
-from fastssl.methods._common import FIRST_STEP, check_count, check_dims, forward_views, two_views
-from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_views
+from fastssl.methods._common import TwoViewMethod, check_count, check_dims
+from fastssl.methods.base import OptimizerDefaults, build_views
 from fastssl.models.modules.heads.contrastive import SimCLRProjectionHead
 from fastssl.transforms.simclr_transform import SimCLRTransform
 
@@ -33,7 +32,7 @@ from fastssl.transforms.simclr_transform import SimCLRTransform
 _DCL_OPTIMIZER = OptimizerDefaults.lars(lr=0.3, weight_decay=1e-6)
 
 
-class DCL(Method):
+class DCL(TwoViewMethod):
     """DCL (Yeh et al. 2022, https://arxiv.org/abs/2110.06848).
 
     ``loss = DCLLoss(head(backbone(view0)), head(backbone(view1)))``, the two views
@@ -60,6 +59,7 @@ class DCL(Method):
     """
 
     name: ClassVar[str] = "dcl"
+    joint_forward: ClassVar[bool] = True
     optimizer_defaults: ClassVar[OptimizerDefaults] = _DCL_OPTIMIZER
 
     def __init__(
@@ -82,18 +82,6 @@ class DCL(Method):
         self.criterion: DCLLoss = DCLLoss(
             temperature=temperature, gather_distributed=gather_distributed
         )
-
-    def project(self, images: Tensor) -> Tensor:
-        """Projections (B, output_dim) of images (B, 3, H, W)."""
-        out: Tensor = self.projection_head(self(images))
-        return out
-
-    def training_step(self, views: Sequence[Tensor], info: StepInfo = FIRST_STEP) -> Tensor:
-        """Decoupled contrastive loss of the two views."""
-        x0, x1 = two_views(type(self).__name__, views)
-        z0, z1 = forward_views(self.project, [x0, x1])
-        loss: Tensor = self.criterion(z0, z1)
-        return loss
 
     def default_transform(self, **views: Any) -> SimCLRTransform:
         """SimCLR's two views at ``input_size``."""

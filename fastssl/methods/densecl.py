@@ -31,13 +31,13 @@ from fastssl.loss.ntx_ent_loss import ntxent_memory_bank_loss
 from fastssl.methods import _vit
 from fastssl.methods._common import (
     FIRST_STEP,
+    EMAMethod,
     check_count,
     check_dims,
     check_momentum,
-    scheduled_step,
     two_views,
 )
-from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_views
+from fastssl.methods.base import OptimizerDefaults, StepInfo, build_views
 from fastssl.models.backbones import build_backbone
 from fastssl.models.modules.heads.contrastive import DenseCLProjectionHead
 from fastssl.models.modules.memory_bank import MemoryBankModule
@@ -46,11 +46,9 @@ from fastssl.models.utils import (
     batch_unshuffle,
     momentum_copy,
     select_most_similar,
-    update_momentum,
 )
 from fastssl.transforms.densecl_transform import DenseCLTransform
 from fastssl.utils import dist
-from fastssl.utils.scheduler import cosine_schedule
 
 
 class _ForwardFeatures(nn.Module):
@@ -107,7 +105,7 @@ def feature_map_backbone(
     return module, feature_dim or int(probe.shape[1])
 
 
-class DenseCL(Method):
+class DenseCL(EMAMethod):
     """DenseCL (Wang et al. 2021, https://arxiv.org/abs/2011.09157).
 
     With query features ``f_q`` (B, C, h, w) of view 0 and key features ``f_k`` of view 1
@@ -151,6 +149,11 @@ class DenseCL(Method):
 
     name: ClassVar[str] = "densecl"
     ema_backbone_attr: ClassVar[str | None] = "backbone_momentum"
+    ema_pairs: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("backbone", "backbone_momentum"),
+        ("projection_head_global", "projection_head_global_momentum"),
+        ("projection_head_local", "projection_head_local_momentum"),
+    )
     optimizer_defaults: ClassVar[OptimizerDefaults] = OptimizerDefaults(
         name="sgd", lr=0.03, weight_decay=1e-4, momentum=0.9, warmup_epochs=0
     )
@@ -207,11 +210,6 @@ class DenseCL(Method):
         """Globally pooled backbone features (B, C) of images (B, 3, H, W)."""
         return self.backbone(images).mean(dim=(2, 3))
 
-    def momentum(self, info: StepInfo) -> float:
-        """EMA momentum of the step (cosine from ``momentum_start`` to ``momentum_end``)."""
-        step, max_steps = scheduled_step(info)
-        return cosine_schedule(step, max_steps, self.momentum_start, self.momentum_end)
-
     @staticmethod
     def _encode(
         backbone: nn.Module, head_global: nn.Module, head_local: nn.Module, images: Tensor
@@ -246,10 +244,7 @@ class DenseCL(Method):
     def training_step(self, views: Sequence[Tensor], info: StepInfo = FIRST_STEP) -> Tensor:
         """DenseCL loss: view 0 queries, view 1 keys."""
         x_query, x_key = two_views("DenseCL", views)
-        m = self.momentum(info)
-        update_momentum(self.backbone, self.backbone_momentum, m)
-        update_momentum(self.projection_head_global, self.projection_head_global_momentum, m)
-        update_momentum(self.projection_head_local, self.projection_head_local_momentum, m)
+        self.update_ema(info)
         q_features, q_global, q_local = self.query(x_query)
         k_features, k_global, k_local = self.key(x_key)
         # The correspondence comes from the backbone features, not the projections.

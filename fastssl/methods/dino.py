@@ -29,22 +29,19 @@ from fastssl.loss.dino_loss import DINOLoss
 from fastssl.methods import _vit
 from fastssl.methods._common import (
     FIRST_STEP,
+    EMAMethod,
     check_count,
     check_momentum,
+    embed,
     forward_views,
-    scheduled_step,
 )
-from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_views
+from fastssl.methods.base import OptimizerDefaults, StepInfo, build_views
 from fastssl.models.modules.heads.clustering import DINOProjectionHead
-from fastssl.models.utils import (
-    momentum_copy,
-    update_momentum,
-)
+from fastssl.models.utils import momentum_copy
 from fastssl.transforms.dino_transform import DINOTransform
-from fastssl.utils.scheduler import cosine_schedule
 
 
-class DINO(Method):
+class DINO(EMAMethod):
     """DINO (Caron et al. 2021, https://arxiv.org/abs/2104.14294).
 
     Each step first moves the teacher towards the student,
@@ -92,6 +89,10 @@ class DINO(Method):
 
     name: ClassVar[str] = "dino"
     ema_backbone_attr: ClassVar[str | None] = "teacher_backbone"
+    ema_pairs: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("backbone", "teacher_backbone"),
+        ("head", "teacher_head"),
+    )
     optimizer_defaults: ClassVar[OptimizerDefaults] = OptimizerDefaults(
         name="adamw",
         lr=5e-4,
@@ -153,18 +154,11 @@ class DINO(Method):
             center_momentum=center_momentum,
         )
 
-    def momentum(self, info: StepInfo) -> float:
-        """The EMA momentum of the step: cosine from ``momentum_start`` to ``momentum_end``."""
-        step, max_steps = scheduled_step(info)
-        return cosine_schedule(step, max_steps, self.momentum_start, self.momentum_end)
-
     def _student(self, images: Tensor) -> Tensor:
-        out: Tensor = self.head(self.backbone(images).flatten(start_dim=1))
-        return out
+        return embed(self.backbone, self.head, images)
 
     def _teacher(self, images: Tensor) -> Tensor:
-        out: Tensor = self.teacher_head(self.teacher_backbone(images).flatten(start_dim=1))
-        return out
+        return embed(self.teacher_backbone, self.teacher_head, images)
 
     def training_step(self, views: Sequence[Tensor], info: StepInfo = FIRST_STEP) -> Tensor:
         """DINO loss of a batch: 2 global views first, then the local views."""
@@ -172,9 +166,7 @@ class DINO(Method):
             raise ValueError(
                 f"DINO needs at least 2 views (the 2 global crops first), got {len(views)}."
             )
-        momentum = self.momentum(info)
-        update_momentum(self.backbone, self.teacher_backbone, momentum)
-        update_momentum(self.head, self.teacher_head, momentum)
+        self.update_ema(info)
         with torch.no_grad():
             teacher_out = forward_views(self._teacher, views[:2])
         student_out = forward_views(self._student, views)

@@ -34,20 +34,20 @@ from fastssl.kernels import contrastive
 from fastssl.loss.ntx_ent_loss import NTXentLoss
 from fastssl.methods._common import (
     FIRST_STEP,
+    EMAMethod,
     check_count,
     check_dims,
     check_momentum,
-    scheduled_step,
+    embed,
     two_views,
 )
-from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_view_pair, build_views
+from fastssl.methods.base import OptimizerDefaults, StepInfo, build_view_pair, build_views
 from fastssl.models.modules.heads.base import ProjectionHead, mlp_blocks
 from fastssl.models.modules.heads.contrastive import MoCoProjectionHead
 from fastssl.models.utils import (
     batch_shuffle,
     batch_unshuffle,
     momentum_copy,
-    update_momentum,
 )
 from fastssl.transforms.byol_transform import (
     BYOLTransform,
@@ -56,7 +56,6 @@ from fastssl.transforms.byol_transform import (
 )
 from fastssl.transforms.moco_transform import MoCoV2Transform
 from fastssl.utils import dist
-from fastssl.utils.scheduler import cosine_schedule
 
 _VERSIONS = ("v2", "v3")
 
@@ -105,7 +104,7 @@ class MoCoPredictionHead(ProjectionHead):
         super().__init__(mlp_blocks(input_dim, hidden_dim, output_dim))
 
 
-class MoCo(Method):
+class MoCo(EMAMethod):
     """MoCo v2 (Chen et al. 2020) or v3 (Chen et al. 2021), chosen by ``version``.
 
     **v2** (https://arxiv.org/abs/2003.04297): the query is ``head(backbone(view0))``, the key
@@ -161,6 +160,10 @@ class MoCo(Method):
 
     name: ClassVar[str] = "moco"
     ema_backbone_attr: ClassVar[str | None] = "backbone_momentum"
+    ema_pairs: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("backbone", "backbone_momentum"),
+        ("projection_head", "projection_head_momentum"),
+    )
     optimizer_defaults: ClassVar[OptimizerDefaults] = _V2_OPTIMIZER
 
     def __init__(
@@ -220,8 +223,7 @@ class MoCo(Method):
         """EMA momentum of the step: constant for v2, cosine to ``momentum_end`` for v3."""
         if self.version == "v2":
             return self.momentum_start
-        step, max_steps = scheduled_step(info)
-        return cosine_schedule(step, max_steps, self.momentum_start, self.momentum_end)
+        return super().momentum(info)
 
     def query(self, images: Tensor) -> Tensor:
         """Query embeddings (B, output_dim): projection, then the v3 predictor."""
@@ -236,9 +238,7 @@ class MoCo(Method):
         shuffle = self.version == "v2" and self.gather_distributed and dist.is_distributed()
         if shuffle:
             images, order = batch_shuffle(images, distributed=True)
-        out: Tensor = self.projection_head_momentum(
-            self.backbone_momentum(images).flatten(start_dim=1)
-        )
+        out = embed(self.backbone_momentum, self.projection_head_momentum, images)
         if shuffle:
             out = batch_unshuffle(out, order, distributed=True)
         return out
@@ -246,9 +246,7 @@ class MoCo(Method):
     def training_step(self, views: Sequence[Tensor], info: StepInfo = FIRST_STEP) -> Tensor:
         """MoCo loss of the two views (v2: view 0 queries, view 1 keys; v3: symmetric)."""
         x0, x1 = two_views("MoCo", views)
-        m = self.momentum(info)
-        update_momentum(self.backbone, self.backbone_momentum, m)
-        update_momentum(self.projection_head, self.projection_head_momentum, m)
+        self.update_ema(info)
         if self.criterion is not None:
             loss: Tensor = self.criterion(self.query(x0), self.key(x1))
             return loss

@@ -37,22 +37,22 @@ from fastssl.loss.pmsn_loss import PMSNLoss
 from fastssl.methods import _vit
 from fastssl.methods._common import (
     FIRST_STEP,
+    EMAMethod,
     check_count,
     check_momentum,
     forward_views,
     scheduled_step,
 )
-from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_views
+from fastssl.methods.base import OptimizerDefaults, StepInfo, build_views
 from fastssl.models.modules.heads.clustering import MSNProjectionHead
 from fastssl.models.utils import (
     momentum_copy,
     random_token_mask,
-    update_momentum,
 )
 from fastssl.transforms.msn_transform import MSNTransform
 
 
-class MSN(Method):
+class MSN(EMAMethod):
     """MSN (Assran et al. 2022, https://arxiv.org/abs/2204.07141).
 
     Views (from :class:`~fastssl.transforms.msn_transform.MSNTransform`): view 0 is the
@@ -98,6 +98,10 @@ class MSN(Method):
 
     name: ClassVar[str] = "msn"
     ema_backbone_attr: ClassVar[str | None] = "target_backbone"
+    ema_pairs: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("backbone", "target_backbone"),
+        ("projection_head", "target_projection_head"),
+    )
     optimizer_defaults: ClassVar[OptimizerDefaults] = OptimizerDefaults(
         name="adamw",
         lr=1e-3,  # at the reference batch size 1024; warm-up from 2e-4, cosine to 1e-6
@@ -164,19 +168,9 @@ class MSN(Method):
             gather_distributed=gather_distributed,
         )
 
-    def _build_loss(
-        self,
-        temperature: float,
-        sinkhorn_iterations: int,
-        regularization_weight: float,
-        gather_distributed: bool,
-    ) -> MSNLoss:
-        return MSNLoss(
-            temperature=temperature,
-            sinkhorn_iterations=sinkhorn_iterations,
-            regularization_weight=regularization_weight,
-            gather_distributed=gather_distributed,
-        )
+    def _build_loss(self, **loss_args: Any) -> MSNLoss:
+        """The criterion, from MSNLoss's arguments (PMSN builds its own loss class)."""
+        return MSNLoss(**loss_args)
 
     def momentum(self, info: StepInfo) -> float:
         """The EMA momentum of the step: linear from ``momentum_start`` to ``momentum_end``."""
@@ -205,9 +199,7 @@ class MSN(Method):
                 f"{type(self).__name__} needs a target view and at least one anchor view, "
                 f"got {len(views)} view(s)."
             )
-        momentum = self.momentum(info)
-        update_momentum(self.backbone, self.target_backbone, momentum)
-        update_momentum(self.projection_head, self.target_projection_head, momentum)
+        self.update_ema(info)
         with torch.no_grad():
             targets = self.target_projection_head(self.target_backbone(views[0]))
         # View-major (V * B, D) anchors, as MSNLoss expects.
@@ -269,17 +261,5 @@ class PMSN(MSN):
         self._power_law_exponent = power_law_exponent
         super().__init__(backbone, input_size, feature_dim, **kwargs)  # type: ignore[arg-type]
 
-    def _build_loss(
-        self,
-        temperature: float,
-        sinkhorn_iterations: int,
-        regularization_weight: float,
-        gather_distributed: bool,
-    ) -> MSNLoss:
-        return PMSNLoss(
-            temperature=temperature,
-            sinkhorn_iterations=sinkhorn_iterations,
-            regularization_weight=regularization_weight,
-            power_law_exponent=self._power_law_exponent,
-            gather_distributed=gather_distributed,
-        )
+    def _build_loss(self, **loss_args: Any) -> MSNLoss:
+        return PMSNLoss(power_law_exponent=self._power_law_exponent, **loss_args)

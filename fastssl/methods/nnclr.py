@@ -24,14 +24,14 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from fastssl.loss.ntx_ent_loss import NTXentLoss
-from fastssl.methods._common import FIRST_STEP, check_dims, two_views
-from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_views
+from fastssl.methods._common import FIRST_STEP, TwoViewMethod, check_dims
+from fastssl.methods.base import OptimizerDefaults, StepInfo, build_views
 from fastssl.models.modules.heads.siamese import NNCLRPredictionHead, NNCLRProjectionHead
 from fastssl.models.modules.nn_memory_bank import NNMemoryBankModule
 from fastssl.transforms.simclr_transform import SimCLRTransform
 
 
-class NNCLR(Method):
+class NNCLR(TwoViewMethod):
     """NNCLR (Dwibedi et al. 2021, https://arxiv.org/abs/2104.14548).
 
     With projections ``z``, predictions ``p`` and ``NN(z)`` the nearest neighbour of ``z`` in
@@ -94,9 +94,7 @@ class NNCLR(Method):
 
     def training_step(self, views: Sequence[Tensor], info: StepInfo = FIRST_STEP) -> Tensor:
         """Symmetric NNCLR loss of the two views."""
-        x0, x1 = two_views("NNCLR", views)
-        z0 = self.projection_head(self(x0))
-        z1 = self.projection_head(self(x1))
+        z0, z1 = self.projections(views)
         p0, p1 = self.prediction_head(z0), self.prediction_head(z1)
         # The queue only moves during training, so evaluating the loss leaves it unchanged.
         nn0 = self.memory_bank(z0.detach(), update=False)

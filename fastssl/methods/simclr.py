@@ -18,19 +18,18 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from torch import Tensor, nn
+from torch import nn
 
 from fastssl.loss.ntx_ent_loss import NTXentLoss
-from fastssl.methods._common import FIRST_STEP, check_count, check_dims, forward_views, two_views
-from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_views
+from fastssl.methods._common import TwoViewMethod, check_count, check_dims
+from fastssl.methods.base import OptimizerDefaults, build_views
 from fastssl.models.modules.heads.contrastive import SimCLRProjectionHead
 from fastssl.transforms.simclr_transform import SimCLRTransform
 
 
-class SimCLR(Method):
+class SimCLR(TwoViewMethod):
     """SimCLR (Chen et al. 2020, https://arxiv.org/abs/2002.05709).
 
     ``loss = NTXentLoss(head(backbone(view0)), head(backbone(view1)))``; with
@@ -59,6 +58,7 @@ class SimCLR(Method):
     """
 
     name: ClassVar[str] = "simclr"
+    joint_forward: ClassVar[bool] = True
     optimizer_defaults: ClassVar[OptimizerDefaults] = OptimizerDefaults.lars(
         lr=0.3,
         weight_decay=1e-6,
@@ -86,20 +86,6 @@ class SimCLR(Method):
             self.feature_dim, hidden_dim, output_dim, num_layers=num_layers, batch_norm=batch_norm
         )
         self.criterion = NTXentLoss(temperature=temperature, gather_distributed=gather_distributed)
-
-    def project(self, images: Tensor) -> Tensor:
-        """Projections (B, output_dim) of images (B, 3, H, W)."""
-        out: Tensor = self.projection_head(self(images))
-        return out
-
-    def training_step(self, views: Sequence[Tensor], info: StepInfo = FIRST_STEP) -> Tensor:
-        """NT-Xent loss of the two views."""
-        x0, x1 = two_views("SimCLR", views)
-        # One forward for both views: the head's batch norm then normalises over 2B samples,
-        # as the reference implementation does.
-        z0, z1 = forward_views(self.project, [x0, x1])
-        loss: Tensor = self.criterion(z0, z1)
-        return loss
 
     def default_transform(self, **views: Any) -> SimCLRTransform:
         """SimCLR's two views at ``input_size``."""

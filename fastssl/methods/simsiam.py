@@ -25,13 +25,13 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from fastssl.loss.negative_cosine_similarity import NegativeCosineSimilarity
-from fastssl.methods._common import FIRST_STEP, check_dims, two_views
-from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_views
+from fastssl.methods._common import FIRST_STEP, TwoViewMethod, check_dims
+from fastssl.methods.base import OptimizerDefaults, StepInfo, build_views
 from fastssl.models.modules.heads.siamese import SimSiamPredictionHead, SimSiamProjectionHead
 from fastssl.transforms.simsiam_transform import SimSiamTransform
 
 
-class SimSiam(Method):
+class SimSiam(TwoViewMethod):
     """SimSiam (Chen & He 2021, https://arxiv.org/abs/2011.10566).
 
     ``loss = 0.5 * (ncs(p0, z1.detach()) + ncs(p1, z0.detach()))`` with ``z`` the
@@ -89,9 +89,7 @@ class SimSiam(Method):
 
     def training_step(self, views: Sequence[Tensor], info: StepInfo = FIRST_STEP) -> Tensor:
         """Symmetric SimSiam loss of the two views."""
-        x0, x1 = two_views("SimSiam", views)
-        z0 = self.projection_head(self(x0))
-        z1 = self.projection_head(self(x1))
+        z0, z1 = self.projections(views)
         p0, p1 = self.prediction_head(z0), self.prediction_head(z1)
         # The stop-gradient on z is what keeps SimSiam from collapsing (paper, sec. 4.1).
         loss: Tensor = 0.5 * (self.criterion(p0, z1.detach()) + self.criterion(p1, z0.detach()))

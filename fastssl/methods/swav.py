@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from fastssl.loss.swav_loss import SwaVLoss
 from fastssl.methods import _vit
-from fastssl.methods._common import FIRST_STEP, check_count, forward_views
+from fastssl.methods._common import FIRST_STEP, check_count, embed, forward_views
 from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_views
 from fastssl.models.modules.heads.clustering import SwaVProjectionHead, SwaVPrototypes
 from fastssl.models.modules.memory_bank import MemoryBankModule
@@ -137,8 +137,7 @@ class SwaV(Method):
         )
 
     def _project(self, images: Tensor) -> Tensor:
-        features = self.projection_head(self.backbone(images).flatten(start_dim=1))
-        return F.normalize(features, dim=1)
+        return F.normalize(embed(self.backbone, self.projection_head, images), dim=1)
 
     def _scores(self, features: Tensor) -> Tensor:
         scores = self.prototypes(features)

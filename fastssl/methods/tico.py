@@ -27,22 +27,19 @@ from torch import Tensor, nn
 from fastssl.loss.tico_loss import TiCoLoss
 from fastssl.methods._common import (
     FIRST_STEP,
+    EMAMethod,
     check_dims,
     check_momentum,
-    scheduled_step,
+    embed,
     two_views,
 )
-from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_view_pair
+from fastssl.methods.base import OptimizerDefaults, StepInfo, build_view_pair
 from fastssl.models.modules.heads.siamese import TiCoProjectionHead
-from fastssl.models.utils import (
-    momentum_copy,
-    update_momentum,
-)
+from fastssl.models.utils import momentum_copy
 from fastssl.transforms.tico_transform import TiCoTransform, TiCoView1Transform, TiCoView2Transform
-from fastssl.utils.scheduler import cosine_schedule
 
 
-class TiCo(Method):
+class TiCo(EMAMethod):
     """TiCo (Zhu et al. 2022, https://arxiv.org/abs/2206.10698).
 
     Structured as LightlySSL's TiCo example: each step first moves the momentum encoder,
@@ -74,6 +71,10 @@ class TiCo(Method):
 
     name: ClassVar[str] = "tico"
     ema_backbone_attr: ClassVar[str | None] = "backbone_momentum"
+    ema_pairs: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("backbone", "backbone_momentum"),
+        ("projection_head", "projection_head_momentum"),
+    )
     optimizer_defaults: ClassVar[OptimizerDefaults] = OptimizerDefaults.lars(
         lr=0.2, weight_decay=1.5e-6
     )
@@ -100,25 +101,15 @@ class TiCo(Method):
         self.projection_head_momentum = momentum_copy(self.projection_head)
         self.criterion = TiCoLoss(beta=beta, rho=rho, gather_distributed=gather_distributed)
 
-    def momentum(self, info: StepInfo) -> float:
-        """EMA momentum of the step: cosine from ``momentum_start`` to ``momentum_end``."""
-        step, max_steps = scheduled_step(info)
-        return cosine_schedule(step, max_steps, self.momentum_start, self.momentum_end)
-
     @torch.no_grad()
     def forward_momentum(self, images: Tensor) -> Tensor:
         """Momentum-encoder embeddings (B, output_dim), without gradient."""
-        out: Tensor = self.projection_head_momentum(
-            self.backbone_momentum(images).flatten(start_dim=1)
-        )
-        return out
+        return embed(self.backbone_momentum, self.projection_head_momentum, images)
 
     def training_step(self, views: Sequence[Tensor], info: StepInfo = FIRST_STEP) -> Tensor:
         """TiCo loss: online embedding of view 0 against the momentum embedding of view 1."""
         x0, x1 = two_views("TiCo", views)
-        m = self.momentum(info)
-        update_momentum(self.backbone, self.backbone_momentum, m)
-        update_momentum(self.projection_head, self.projection_head_momentum, m)
+        self.update_ema(info)
         z0 = self.projection_head(self(x0))
         z1 = self.forward_momentum(x1)
         loss: Tensor = self.criterion(z0, z1, update_covariance_matrix=self.training)

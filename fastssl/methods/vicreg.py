@@ -18,19 +18,18 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from torch import Tensor, nn
+from torch import nn
 
 from fastssl.loss.vicreg_loss import VICRegLoss
-from fastssl.methods._common import FIRST_STEP, check_count, check_dims, two_views
-from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_views
+from fastssl.methods._common import TwoViewMethod, check_count, check_dims
+from fastssl.methods.base import OptimizerDefaults, build_views
 from fastssl.models.modules.heads.redundancy import VICRegProjectionHead
 from fastssl.transforms.vicreg_transform import VICRegTransform
 
 
-class VICReg(Method):
+class VICReg(TwoViewMethod):
     """VICReg (Bardes et al. 2022, https://arxiv.org/abs/2105.04906).
 
     ``loss = VICRegLoss(head(backbone(view0)), head(backbone(view1)))``; with
@@ -88,14 +87,6 @@ class VICReg(Method):
             nu_param=nu_param,
             gather_distributed=gather_distributed,
         )
-
-    def training_step(self, views: Sequence[Tensor], info: StepInfo = FIRST_STEP) -> Tensor:
-        """VICReg loss of the two views."""
-        x0, x1 = two_views("VICReg", views)
-        z0 = self.projection_head(self(x0))
-        z1 = self.projection_head(self(x1))
-        loss: Tensor = self.criterion(z0, z1)
-        return loss
 
     def default_transform(self, **views: Any) -> VICRegTransform:
         """VICReg's two views at ``input_size``."""

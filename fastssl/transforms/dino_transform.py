@@ -6,7 +6,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from fastssl.transforms.multi_view_transform import MultiViewTransform, ViewTransform
-from fastssl.transforms.utils import IMAGENET_NORMALIZE, lightly_arguments
+from fastssl.transforms.utils import (
+    IMAGENET_NORMALIZE,
+    check_view_count,
+    cropped_view_arguments,
+    lightly_arguments,
+)
 from fastssl.transforms.view_spec import ViewSpec
 
 
@@ -62,14 +67,7 @@ class DINOViewTransform(ViewTransform):
         normalize: Mapping[str, Sequence[float]] | None = IMAGENET_NORMALIZE,
     ) -> None:
         super().__init__(
-            ViewSpec.from_lightly_args(
-                **lightly_arguments(
-                    locals(), exclude=("crop_scale",), rename={"crop_size": "input_size"}
-                ),
-                min_scale=crop_scale[0],
-                max_scale=crop_scale[1],
-                interpolation="bicubic",
-            )
+            ViewSpec.from_lightly_args(**cropped_view_arguments(locals()), interpolation="bicubic")
         )
 
 
@@ -139,8 +137,7 @@ class DINOTransform(MultiViewTransform):
                 "solarization_prob",
             ),
         )
-        if not isinstance(n_local_views, int) or n_local_views < 0:
-            raise ValueError(f"n_local_views must be an int >= 0, got {n_local_views!r}.")
+        check_view_count("n_local_views", n_local_views)
         if len(gaussian_blur) != 3:
             raise ValueError(
                 "gaussian_blur must hold 3 probabilities (global view 0, global view 1, "

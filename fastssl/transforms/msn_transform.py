@@ -6,7 +6,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from fastssl.transforms.multi_view_transform import MultiViewTransform, ViewTransform
-from fastssl.transforms.utils import IMAGENET_NORMALIZE, lightly_arguments
+from fastssl.transforms.utils import (
+    IMAGENET_NORMALIZE,
+    check_view_count,
+    cropped_view_arguments,
+    lightly_arguments,
+)
 from fastssl.transforms.view_spec import ViewSpec
 
 
@@ -56,15 +61,7 @@ class MSNViewTransform(ViewTransform):
         vf_prob: float = 0.0,
         normalize: Mapping[str, Sequence[float]] | None = IMAGENET_NORMALIZE,
     ) -> None:
-        super().__init__(
-            ViewSpec.from_lightly_args(
-                **lightly_arguments(
-                    locals(), exclude=("crop_scale",), rename={"crop_size": "input_size"}
-                ),
-                min_scale=crop_scale[0],
-                max_scale=crop_scale[1],
-            )
-        )
+        super().__init__(ViewSpec.from_lightly_args(**cropped_view_arguments(locals())))
 
 
 class MSNTransform(MultiViewTransform):
@@ -128,9 +125,8 @@ class MSNTransform(MultiViewTransform):
                 "focal_crop_scale",
             ),
         )
-        for name, count in (("random_views", random_views), ("focal_views", focal_views)):
-            if not isinstance(count, int) or count < 0:
-                raise ValueError(f"{name} must be an int >= 0, got {count!r}.")
+        check_view_count("random_views", random_views)
+        check_view_count("focal_views", focal_views)
         random_view = MSNViewTransform(
             crop_size=random_size,
             crop_scale=random_crop_scale,

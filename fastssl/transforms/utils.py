@@ -68,3 +68,20 @@ def lightly_arguments(
             raise ValueError(f"lightly_arguments: two arguments are forwarded as {key!r}.")
         forwarded[key] = value
     return forwarded
+
+
+def check_view_count(name: str, count: object) -> None:
+    """Raises a ValueError naming the argument unless ``count`` (views) is an int >= 0."""
+    if not isinstance(count, int) or count < 0:
+        raise ValueError(f"{name} must be an int >= 0, got {count!r}.")
+
+
+def cropped_view_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """``lightly_arguments`` of a view transform taking ``crop_size`` and ``crop_scale``
+    (DINO's, MSN's), in ``ViewSpec.from_lightly_args``'s terms: ``input_size``, ``min_scale``
+    and ``max_scale``."""
+    crop_scale = arguments["crop_scale"]
+    forwarded = lightly_arguments(
+        arguments, exclude=("crop_scale",), rename={"crop_size": "input_size"}
+    )
+    return {**forwarded, "min_scale": crop_scale[0], "max_scale": crop_scale[1]}

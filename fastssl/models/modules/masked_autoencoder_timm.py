@@ -7,17 +7,20 @@ outside); these classes keep lightly's all-in-one decoders and parameter names.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, cast
 
-import torch
 from torch import Tensor, nn
 from torch.nn import Parameter
 
 from fastssl.models.modules.masked_vision_transformer import (
-    _init_sincos_pos_embed,
     _layer_norm_eps6,
+    _mask_token_or_zeros,
 )
-from fastssl.models.modules.masked_vision_transformer_timm import _require_timm, init_weights
+from fastssl.models.modules.masked_vision_transformer_timm import (
+    _fixed_pos_embed,
+    _init_decoder_weights,
+    _require_timm,
+    _timm_blocks,
+)
 
 
 class MAEDecoderTIMM(nn.Module):
@@ -79,33 +82,22 @@ class MAEDecoderTIMM(nn.Module):
         mask_token: Parameter | None = None,
     ) -> None:
         _require_timm(type(self).__name__)
-        from timm.models.vision_transformer import Block
-
         super().__init__()
         self.num_prefix_tokens = num_prefix_tokens
         self.decoder_embed = nn.Linear(embed_dim, decoder_embed_dim, bias=True)
-        self.mask_token = (
-            mask_token
-            if mask_token is not None
-            else Parameter(torch.zeros(1, 1, decoder_embed_dim))
+        self.mask_token = _mask_token_or_zeros(mask_token, decoder_embed_dim)
+        self.decoder_pos_embed = _fixed_pos_embed(
+            num_prefix_tokens + num_patches, decoder_embed_dim
         )
-        self.decoder_pos_embed = Parameter(
-            torch.zeros(1, num_prefix_tokens + num_patches, decoder_embed_dim),
-            requires_grad=False,
-        )
-        self.decoder_blocks = nn.Sequential(
-            *(
-                Block(
-                    dim=decoder_embed_dim,
-                    num_heads=decoder_num_heads,
-                    mlp_ratio=mlp_ratio,
-                    qkv_bias=True,
-                    proj_drop=proj_drop_rate,
-                    attn_drop=attn_drop_rate,
-                    norm_layer=cast(Any, norm_layer),
-                )
-                for _ in range(decoder_depth)
-            )
+        self.decoder_blocks = _timm_blocks(
+            decoder_embed_dim,
+            decoder_depth,
+            decoder_num_heads,
+            mlp_ratio,
+            True,
+            proj_drop_rate,
+            attn_drop_rate,
+            norm_layer,
         )
         self.decoder_norm = norm_layer(decoder_embed_dim)
         self.decoder_pred = nn.Linear(decoder_embed_dim, patch_size**2 * in_chans, bias=True)
@@ -132,9 +124,7 @@ class MAEDecoderTIMM(nn.Module):
         return out
 
     def _initialize_weights(self) -> None:
-        nn.init.normal_(self.mask_token, std=0.02)
-        _init_sincos_pos_embed(self.decoder_pos_embed, self.num_prefix_tokens)
-        self.apply(init_weights)
+        _init_decoder_weights(self, self.mask_token, self.decoder_pos_embed, self.num_prefix_tokens)
 
 
 class PixioDecoderTIMM(MAEDecoderTIMM):

@@ -15,6 +15,7 @@ piece of logic they share.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
 from functools import partial
 
 import torch
@@ -50,6 +51,66 @@ def _replace_masked(tokens: Tensor, mask: Tensor, mask_token: Tensor) -> Tensor:
     non-finite token under the mask cannot leak NaN into the output (0 * inf = NaN).
     """
     return torch.where(mask.to(torch.bool).unsqueeze(-1), mask_token.to(tokens.dtype), tokens)
+
+
+def _check_one_mask(idx_mask: Tensor | None, mask: Tensor | None) -> None:
+    """Raises a ValueError if both ``idx_mask`` and ``mask`` are given."""
+    if idx_mask is not None and mask is not None:
+        raise ValueError(
+            "idx_mask and mask cannot both be set at the same time: pass the masked "
+            "tokens either as indices (idx_mask) or as a boolean mask (mask)."
+        )
+
+
+def _mask_and_keep(
+    tokens: Tensor,
+    idx_mask: Tensor | None,
+    idx_keep: Tensor | None,
+    mask: Tensor | None,
+    mask_token: Tensor,
+    add_pos_embed: Callable[[Tensor], Tensor],
+) -> Tensor:
+    """Masks (B, N, D) tokens, adds positions, keeps ``idx_keep``: the encoders' and decoders'
+    ``preprocess`` after tokenization.
+
+    Raises:
+        ValueError: If both ``idx_mask`` and ``mask`` are given.
+    """
+    _check_one_mask(idx_mask, mask)
+    if idx_mask is not None:
+        mask = _index_to_bool_mask(idx_mask, tokens.shape[1])
+    if mask is not None:
+        tokens = _replace_masked(tokens, mask, mask_token)
+    tokens = add_pos_embed(tokens)
+    if idx_keep is not None:
+        tokens = _get_at_index(tokens, idx_keep)
+    return tokens
+
+
+def _mask_token_or_zeros(mask_token: Parameter | None, dim: int) -> Parameter:
+    """The given mask token, or a new zero (1, 1, dim) one."""
+    return mask_token if mask_token is not None else Parameter(torch.zeros(1, 1, dim))
+
+
+def _xavier_flat_(weight: Tensor) -> None:
+    """Xavier-uniform over (out_channels, everything else): MAE's patch-embedding init."""
+    init.xavier_uniform_(weight.data.view(weight.shape[0], -1))
+
+
+def _with_intermediates(
+    tokens: Tensor,
+    layers: Iterable[Module],
+    run: Callable[[Module, Tensor], Tensor],
+    final_norm: Callable[[Tensor], Tensor],
+    norm: bool,
+) -> tuple[Tensor, list[Tensor]]:
+    """Runs ``layers`` one by one: ``(final_norm(out), every layer's output)``, the outputs
+    normalised too when ``norm``."""
+    intermediates: list[Tensor] = []
+    for layer in layers:
+        tokens = run(layer, tokens)
+        intermediates.append(final_norm(tokens) if norm else tokens)
+    return final_norm(tokens), intermediates
 
 
 def _prepend_token(tokens: Tensor, token: Tensor) -> Tensor:
@@ -267,20 +328,9 @@ class MaskedVisionTransformer(ABC, Module):
         Raises:
             ValueError: If both ``idx_mask`` and ``mask`` are given.
         """
-        if idx_mask is not None and mask is not None:
-            raise ValueError(
-                "idx_mask and mask cannot both be set at the same time: pass the masked "
-                "tokens either as indices (idx_mask) or as a boolean mask (mask)."
-            )
+        _check_one_mask(idx_mask, mask)  # before the patch embedding, which it would waste
         tokens = self.prepend_prefix_tokens(self.images_to_tokens(images))
-        if idx_mask is not None:
-            mask = _index_to_bool_mask(idx_mask, tokens.shape[1])
-        if mask is not None:
-            tokens = _replace_masked(tokens, mask, self.mask_token)
-        tokens = self.add_pos_embed(tokens)
-        if idx_keep is not None:
-            tokens = _get_at_index(tokens, idx_keep)
-        return tokens
+        return _mask_and_keep(tokens, idx_mask, idx_keep, mask, self.mask_token, self.add_pos_embed)
 
     @abstractmethod
     def images_to_tokens(self, images: Tensor) -> Tensor:

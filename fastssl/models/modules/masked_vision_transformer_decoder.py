@@ -15,11 +15,7 @@ from abc import ABC, abstractmethod
 from torch import Tensor
 from torch.nn import Module, Parameter
 
-from fastssl.models.modules.masked_vision_transformer import (
-    _get_at_index,
-    _index_to_bool_mask,
-    _replace_masked,
-)
+from fastssl.models.modules.masked_vision_transformer import _mask_and_keep
 
 
 class MaskedVisionTransformerDecoder(ABC, Module):
@@ -92,19 +88,7 @@ class MaskedVisionTransformerDecoder(ABC, Module):
         Raises:
             ValueError: If both ``idx_mask`` and ``mask`` are given.
         """
-        if idx_mask is not None and mask is not None:
-            raise ValueError(
-                "idx_mask and mask cannot both be set at the same time: pass the masked "
-                "tokens either as indices (idx_mask) or as a boolean mask (mask)."
-            )
-        if idx_mask is not None:
-            mask = _index_to_bool_mask(idx_mask, x.shape[1])
-        if mask is not None:
-            x = _replace_masked(x, mask, self.mask_token)
-        x = self.add_pos_embed(x)
-        if idx_keep is not None:
-            x = _get_at_index(x, idx_keep)
-        return x
+        return _mask_and_keep(x, idx_mask, idx_keep, mask, self.mask_token, self.add_pos_embed)
 
     @abstractmethod
     def add_pos_embed(self, x: Tensor) -> Tensor:

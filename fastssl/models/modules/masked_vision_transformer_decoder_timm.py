@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, cast
 
-import torch
 from torch import Tensor, nn
 from torch.nn import Parameter
 
 from fastssl.models.modules.masked_vision_transformer import (
-    _init_sincos_pos_embed,
     _layer_norm_eps6,
+    _mask_token_or_zeros,
 )
 from fastssl.models.modules.masked_vision_transformer_decoder import (
     MaskedVisionTransformerDecoder,
 )
-from fastssl.models.modules.masked_vision_transformer_timm import _require_timm, init_weights
+from fastssl.models.modules.masked_vision_transformer_timm import (
+    _fixed_pos_embed,
+    _init_decoder_weights,
+    _require_timm,
+    _timm_blocks,
+)
 
 
 class MaskedVisionTransformerDecoderTIMM(MaskedVisionTransformerDecoder):
@@ -74,33 +77,22 @@ class MaskedVisionTransformerDecoderTIMM(MaskedVisionTransformerDecoder):
         mask_token: Parameter | None = None,
     ) -> None:
         _require_timm(type(self).__name__)
-        from timm.models.vision_transformer import Block
-
         super().__init__()
         self.num_patches = num_patches
         self.num_prefix_tokens = num_prefix_tokens
-        self.mask_token = (
-            mask_token if mask_token is not None else Parameter(torch.zeros(1, 1, embed_dim))
-        )
+        self.mask_token = _mask_token_or_zeros(mask_token, embed_dim)
         # Fixed (not learned) positions, filled in _initialize_weights.
-        self.pos_embed = Parameter(
-            torch.zeros(1, num_prefix_tokens + num_patches, embed_dim), requires_grad=False
-        )
-        self.blocks = nn.Sequential(
-            *(
-                Block(
-                    dim=embed_dim,
-                    num_heads=num_heads,
-                    mlp_ratio=mlp_ratio,
-                    qkv_bias=qkv_bias,
-                    proj_drop=proj_drop_rate,
-                    attn_drop=attn_drop_rate,
-                    drop_path=drop_path_rate,
-                    # timm annotates norm_layer differently across versions.
-                    norm_layer=cast(Any, norm_layer),
-                )
-                for _ in range(depth)
-            )
+        self.pos_embed = _fixed_pos_embed(num_prefix_tokens + num_patches, embed_dim)
+        self.blocks = _timm_blocks(
+            embed_dim,
+            depth,
+            num_heads,
+            mlp_ratio,
+            qkv_bias,
+            proj_drop_rate,
+            attn_drop_rate,
+            norm_layer,
+            drop_path=drop_path_rate,
         )
         self.norm = norm_layer(embed_dim)
         if initialize_weights:
@@ -131,6 +123,4 @@ class MaskedVisionTransformerDecoderTIMM(MaskedVisionTransformerDecoder):
         return out
 
     def _initialize_weights(self) -> None:
-        nn.init.normal_(self.mask_token, std=0.02)
-        _init_sincos_pos_embed(self.pos_embed, self.num_prefix_tokens)
-        self.apply(init_weights)
+        _init_decoder_weights(self, self.mask_token, self.pos_embed, self.num_prefix_tokens)

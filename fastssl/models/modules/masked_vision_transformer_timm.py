@@ -7,8 +7,8 @@ says ``pip install timm`` when they are built.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, cast
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -19,6 +19,10 @@ from fastssl.models.modules.masked_vision_transformer import (
     MaskedVisionTransformer,
     _check_weight_initialization,
     _init_pos_embed,
+    _init_sincos_pos_embed,
+    _mask_token_or_zeros,
+    _with_intermediates,
+    _xavier_flat_,
 )
 
 if TYPE_CHECKING:
@@ -54,6 +58,52 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
         if module.weight is not None:
             nn.init.ones_(module.weight)
+
+
+def _timm_blocks(
+    dim: int,
+    depth: int,
+    num_heads: int,
+    mlp_ratio: float,
+    qkv_bias: bool,
+    proj_drop: float,
+    attn_drop: float,
+    norm_layer: Callable[..., nn.Module],
+    drop_path: float = 0.0,
+) -> nn.Sequential:
+    """``depth`` timm transformer blocks of width ``dim``, as the timm decoders stack them."""
+    from timm.models.vision_transformer import Block
+
+    return nn.Sequential(
+        *(
+            Block(
+                dim=dim,
+                num_heads=num_heads,
+                mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias,
+                proj_drop=proj_drop,
+                attn_drop=attn_drop,
+                drop_path=drop_path,
+                # timm annotates norm_layer differently across versions.
+                norm_layer=cast(Any, norm_layer),
+            )
+            for _ in range(depth)
+        )
+    )
+
+
+def _fixed_pos_embed(num_tokens: int, dim: int) -> Parameter:
+    """A (1, num_tokens, dim) positional embedding that is not learned (filled at init)."""
+    return Parameter(torch.zeros(1, num_tokens, dim), requires_grad=False)
+
+
+def _init_decoder_weights(
+    module: nn.Module, mask_token: Tensor, pos_embed: Tensor, num_prefix_tokens: int
+) -> None:
+    """MAE's decoder init: N(0, 0.02) mask token, sine-cosine positions, ``init_weights``."""
+    nn.init.normal_(mask_token, std=0.02)
+    _init_sincos_pos_embed(pos_embed, num_prefix_tokens)
+    module.apply(init_weights)
 
 
 def _run_blocks(blocks: Iterable[nn.Module], tokens: Tensor, grad_checkpointing: bool) -> Tensor:
@@ -121,11 +171,7 @@ class MaskedVisionTransformerTIMM(MaskedVisionTransformer):
         super().__init__()
         _check_weight_initialization(weight_initialization)
         self.vit = vit
-        self.mask_token = (
-            mask_token
-            if mask_token is not None
-            else Parameter(torch.zeros(1, 1, self.vit.embed_dim))
-        )
+        self.mask_token = _mask_token_or_zeros(mask_token, self.vit.embed_dim)
         if weight_initialization != "skip":
             self._initialize_weights()
         _init_pos_embed(self.vit.pos_embed, pos_embed_initialization, self._pos_embed_prefix)
@@ -183,12 +229,13 @@ class MaskedVisionTransformerTIMM(MaskedVisionTransformer):
         tokens = self.vit.norm_pre(
             self.preprocess(images, idx_mask=idx_mask, idx_keep=idx_keep, mask=mask)
         )
-        intermediates: list[Tensor] = []
-        for block in self.vit.blocks:
-            tokens = _run_blocks((block,), tokens, self.grad_checkpointing)
-            intermediates.append(self.vit.norm(tokens) if norm else tokens)
-        out: Tensor = self.vit.norm(tokens)
-        return out, intermediates
+        return _with_intermediates(
+            tokens,
+            self.vit.blocks,
+            lambda block, x: _run_blocks((block,), x, self.grad_checkpointing),
+            self.vit.norm,
+            norm,
+        )
 
     def encode(
         self,
@@ -249,8 +296,7 @@ class MaskedVisionTransformerTIMM(MaskedVisionTransformer):
 
     def _initialize_weights(self) -> None:
         # MAE treats the patch embedding as a linear layer on flattened patches.
-        weight = self.vit.patch_embed.proj.weight.data
-        nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
+        _xavier_flat_(self.vit.patch_embed.proj.weight)
         if self.vit.has_class_token and self.vit.cls_token is not None:
             nn.init.normal_(self.vit.cls_token, std=0.02)
         self.apply(init_weights)

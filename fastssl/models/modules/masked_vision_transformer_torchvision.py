@@ -14,7 +14,10 @@ from fastssl.models.modules.masked_vision_transformer import (
     MaskedVisionTransformer,
     _check_weight_initialization,
     _init_pos_embed,
+    _mask_token_or_zeros,
     _prepend_token,
+    _with_intermediates,
+    _xavier_flat_,
 )
 
 
@@ -109,11 +112,7 @@ class MaskedVisionTransformerTorchvision(MaskedVisionTransformer):
         super().__init__()
         _check_weight_initialization(weight_initialization)
         self.vit = vit
-        self.mask_token = (
-            mask_token
-            if mask_token is not None
-            else Parameter(torch.zeros(1, 1, self.vit.hidden_dim))
-        )
+        self.mask_token = _mask_token_or_zeros(mask_token, self.vit.hidden_dim)
         if weight_initialization != "skip":
             self._initialize_weights()
         # torchvision adds a positional embedding to the class token too, hence 1 prefix token.
@@ -162,12 +161,9 @@ class MaskedVisionTransformerTorchvision(MaskedVisionTransformer):
         tokens = self.vit.encoder.dropout(
             self.preprocess(images, idx_mask=idx_mask, idx_keep=idx_keep, mask=mask)
         )
-        ln = self.vit.encoder.ln
-        intermediates: list[Tensor] = []
-        for layer in self.vit.encoder.layers:
-            tokens = layer(tokens)
-            intermediates.append(ln(tokens) if norm else tokens)
-        return ln(tokens), intermediates
+        return _with_intermediates(
+            tokens, self.vit.encoder.layers, lambda layer, x: layer(x), self.vit.encoder.ln, norm
+        )
 
     def encode(
         self,
@@ -198,7 +194,6 @@ class MaskedVisionTransformerTorchvision(MaskedVisionTransformer):
     def _initialize_weights(self) -> None:
         # MAE treats the patch embedding as a linear layer on flattened patches: xavier over
         # (out_channels, in_channels * patch_size**2) rather than PyTorch's conv default.
-        weight = self.vit.conv_proj.weight.data
-        nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
+        _xavier_flat_(self.vit.conv_proj.weight)
         nn.init.normal_(self.vit.class_token, std=0.02)
         _xavier_linear_layers(self)

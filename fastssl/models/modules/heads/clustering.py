@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from fastssl.models.modules.heads.base import (
+    Block,
     ProjectionHead,
     WeightNormLinear,
     _check_positive_int,
@@ -59,6 +60,25 @@ def _dinov2_init(module: nn.Module) -> None:
         nn.init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
+
+
+def _dino_blocks(
+    input_dim: int, hidden_dim: int, bottleneck_dim: int, output_dim: int, batch_norm: bool
+) -> list[Block]:
+    """The MLP of DINO's and DINOv2's heads: 3 GELU layers down to ``bottleneck_dim``.
+
+    ``output_dim`` (the prototypes, built by the head) is checked here too, with the rest.
+    """
+    _check_positive_int("bottleneck_dim", bottleneck_dim)
+    _check_positive_int("output_dim", output_dim)
+    return mlp_blocks(
+        input_dim,
+        hidden_dim,
+        bottleneck_dim,
+        num_layers=3,
+        norm=nn.BatchNorm1d if batch_norm else None,
+        activation=nn.GELU,
+    )
 
 
 class SwaVProjectionHead(ProjectionHead):
@@ -207,17 +227,8 @@ class DINOProjectionHead(ProjectionHead):
         freeze_last_layer: int = -1,
         norm_last_layer: bool = True,
     ) -> None:
-        _check_positive_int("bottleneck_dim", bottleneck_dim)
-        _check_positive_int("output_dim", output_dim)
         super().__init__(
-            mlp_blocks(
-                input_dim,
-                hidden_dim,
-                bottleneck_dim,
-                num_layers=3,
-                norm=nn.BatchNorm1d if batch_norm else None,
-                activation=nn.GELU,
-            )
+            _dino_blocks(input_dim, hidden_dim, bottleneck_dim, output_dim, batch_norm)
         )
         self.apply(_dino_init)
         self.freeze_last_layer = freeze_last_layer
@@ -271,17 +282,8 @@ class DINOv2ProjectionHead(ProjectionHead):
         output_dim: int = 65536,
         batch_norm: bool = False,
     ) -> None:
-        _check_positive_int("bottleneck_dim", bottleneck_dim)
-        _check_positive_int("output_dim", output_dim)
         super().__init__(
-            mlp_blocks(
-                input_dim,
-                hidden_dim,
-                bottleneck_dim,
-                num_layers=3,
-                norm=nn.BatchNorm1d if batch_norm else None,
-                activation=nn.GELU,
-            )
+            _dino_blocks(input_dim, hidden_dim, bottleneck_dim, output_dim, batch_norm)
         )
         self.apply(_dinov2_init)
         self.last_layer = WeightNormLinear(bottleneck_dim, output_dim, bias=False)

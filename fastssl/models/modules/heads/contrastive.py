@@ -4,7 +4,21 @@ from __future__ import annotations
 
 from torch import nn
 
-from fastssl.models.modules.heads.base import ProjectionHead, mlp_blocks
+from fastssl.models.modules.heads.base import Block, ProjectionHead, mlp_blocks
+
+
+def _contrastive_blocks(
+    input_dim: int, hidden_dim: int, output_dim: int, num_layers: int, batch_norm: bool
+) -> list[Block]:
+    """SimCLR's and MoCo's MLP: batch norm after every layer (the output's too) or none."""
+    return mlp_blocks(
+        input_dim,
+        hidden_dim,
+        output_dim,
+        num_layers=num_layers,
+        norm=nn.BatchNorm1d if batch_norm else None,
+        output_norm=nn.BatchNorm1d(output_dim) if batch_norm else None,
+    )
 
 
 class SimCLRProjectionHead(ProjectionHead):
@@ -41,14 +55,7 @@ class SimCLRProjectionHead(ProjectionHead):
         batch_norm: bool = True,
     ) -> None:
         super().__init__(
-            mlp_blocks(
-                input_dim,
-                hidden_dim,
-                output_dim,
-                num_layers=num_layers,
-                norm=nn.BatchNorm1d if batch_norm else None,
-                output_norm=nn.BatchNorm1d(output_dim) if batch_norm else None,
-            )
+            _contrastive_blocks(input_dim, hidden_dim, output_dim, num_layers, batch_norm)
         )
 
 
@@ -87,14 +94,7 @@ class MoCoProjectionHead(ProjectionHead):
         batch_norm: bool = False,
     ) -> None:
         super().__init__(
-            mlp_blocks(
-                input_dim,
-                hidden_dim,
-                output_dim,
-                num_layers=num_layers,
-                norm=nn.BatchNorm1d if batch_norm else None,
-                output_norm=nn.BatchNorm1d(output_dim) if batch_norm else None,
-            )
+            _contrastive_blocks(input_dim, hidden_dim, output_dim, num_layers, batch_norm)
         )
 
 
