@@ -4,7 +4,8 @@ A *shard spec* names a set of WebDataset tars. :func:`resolve_shards` accepts
 
 * a ``fastssl shards`` folder (``manifest.json``: counts, classes and sha256s from it);
 * a folder of ``.tar`` files without a manifest (img2dataset output, ``webdataset.ShardWriter``
-  output, ...), a single ``.tar`` file, or a text file (``.txt``) listing one shard per line;
+  output, ...), a single ``.tar`` file, or a text file (``.txt``) listing one shard per line
+  (``#`` starts a comment; relative paths are relative to the list's folder);
 * brace patterns, local or remote: ``shards/train-{000000..000099}.tar``;
 * URLs: ``http(s)://``, ``pipe:CMD`` (opened by WebDataset's ``gopen``: curl, or the
   command's stdout), and every protocol fsspec knows (``s3://`` through s3fs, with the
@@ -154,7 +155,14 @@ def expand_spec(spec: ShardSpec) -> list[str]:
     elif os.path.isfile(text) and text.endswith(".txt"):
         with open(text) as handle:
             lines = [line.strip() for line in handle]
-        urls = [u for line in lines if line and not line.startswith("#") for u in expand_spec(line)]
+        # Relative paths in a list are relative to the list's folder, not the working one.
+        here = os.path.dirname(text)
+        entries = [
+            line if is_remote(line) or os.path.isabs(line) else os.path.join(here, line)
+            for line in lines
+            if line and not line.startswith("#")
+        ]
+        urls = [url for entry in entries for url in expand_spec(entry)]
     elif os.path.isfile(text):
         urls = [text]
     else:

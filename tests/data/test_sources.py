@@ -167,6 +167,10 @@ def test_specs_name_the_same_shards(tars: Path, tmp_path: Path) -> None:
     assert expand_spec(str(tars / PATTERN)) == names
     assert expand_spec(listed) == names
     assert expand_spec(names[:2]) == names[:2]
+    relative = tars / "relative.txt"  # entries relative to the list's own folder
+    relative.write_text("shard-000001.tar\n")
+    assert expand_spec(relative) == [str(tars / "shard-000001.tar")]
+    relative.unlink()
     assert expand_spec(f"http://host/{PATTERN}") == [
         f"http://host/shard-{i:06d}.tar" for i in range(N_SHARDS)
     ]
