@@ -57,10 +57,16 @@ delivers ``len(source)`` samples and DDP ranks run the same number of steps. Wit
 Images are decoded by :mod:`fastssl.data.images` (EXIF orientation applied, 16-bit data
 scaled to 8 bits), as for folders.
 
-Why ``tarfile`` and not the ``webdataset`` package: exact-once splitting at sample
-granularity, the member-type checks and the resumable position all need control over
-where a worker starts and stops inside a shard, which the package's shard-level
-pipeline stages do not give; a tar reader is 40 lines.
+Why a tar member reader of our own beside the ``webdataset`` package: shards are *opened*
+by WebDataset's ``gopen`` (http(s), ``pipe:``) or fsspec (``s3://``, ...), see
+:mod:`fastssl.data.sources`, but *read* here, because exact-once splitting at sample
+granularity, the member-type and member-size checks and the resumable position need
+control over where a worker starts and stops inside a shard, which the package's
+shard-level pipeline stages do not give. It is also faster: reading the 1000-photo shards
+of ``benchmarks/loaders.py`` (4 tars of 250, page cache warm, no decoding) took 56 ms here
+against 69 ms for ``webdataset.WebDataset(urls)``, and 50 ms against 70 ms for a worker
+starting in the middle of each shard (it seeks over the samples before its range; the
+package reads them) on a 2-core AMD EPYC (family 26).
 
 Example:
     >>> from torch.utils.data import DataLoader
