@@ -232,46 +232,27 @@ def build_loader(
     batch_size: int | None = None,
     device: torch.device | None = None,
 ) -> Loader:
-    """The loader of one training process of ``config`` (its data, batch and seed).
+    """The loader of one training process of ``config``, as ``fastssl pretrain`` builds it
+    (:func:`fastssl.train.engine.build_training_loader`), for one process.
 
     Args:
         config: The recipe (data path, backend, workers, batch, seed).
         transform: The multi-view transform.
-        backend: Overrides the recipe's backend (None: the one ``pretrain`` chooses,
-            :func:`fastssl.train.engine.choose_backend`).
+        backend: Overrides the recipe's backend (None: the one ``pretrain`` chooses).
         workers: Overrides ``data.num_workers`` (None: the recipe's, else all cores).
         batch_size: Overrides ``data.batch_size``.
         device: The training device; DALI decodes on it when it is a GPU.
     """
-    from fastssl.train.engine import choose_backend
+    from fastssl.train.engine import build_training_loader
 
-    chosen = backend or choose_backend(config, transform).name
-    batch = batch_size or config.data.batch_size
-    too_few = ValueError(
-        f"data.path={config.data.path!r} holds too few images for one batch of {batch}: "
-        "lower --batch-size"
+    return build_training_loader(
+        config,
+        transform,
+        backend=backend,
+        num_workers=resolve_workers(config) if workers is None else workers,
+        batch_size=batch_size or config.data.batch_size,
+        device=device,
     )
-    try:
-        loader = make_loader(
-            config.data.path,
-            transform,
-            backend=chosen,  # type: ignore[arg-type]
-            batch_size=batch,
-            num_workers=resolve_workers(config) if workers is None else workers,
-            shuffle=config.data.shuffle,
-            drop_last=True,
-            seed=config.trainer.seed,
-            rank=0,
-            world_size=1,
-            device=device,  # DALI decodes on a GPU one
-        )
-    except RuntimeError as error:  # DALI refuses a shard smaller than the batch
-        if "no data in the pipeline" in str(error):
-            raise too_few from error
-        raise
-    if len(loader) == 0:
-        raise too_few
-    return loader
 
 
 def resolve_workers(config: PretrainConfig) -> int:
@@ -595,8 +576,6 @@ def max_side_speedup(
         image), or None when the images are already no larger than ``max_side``.
     """
     from PIL import Image
-
-    from fastssl.data.loader import make_loader
 
     originals = [data for _, data, _ in _encoded_samples(source, kind, samples)]
     sides = []

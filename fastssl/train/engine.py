@@ -46,7 +46,13 @@ import yaml
 from pytorch_lightning.utilities import rank_zero_only
 
 from fastssl import methods
-from fastssl.data.loader import BackendChoice, detect_source, make_loader, resolve_backend
+from fastssl.data.loader import (
+    BackendChoice,
+    Loader,
+    detect_source,
+    make_loader,
+    resolve_backend,
+)
 from fastssl.kernels.contrastive import describe_kernel
 from fastssl.models.batchnorm import SyncBatchNormPlugin
 from fastssl.train.callbacks import (
@@ -139,37 +145,79 @@ def choose_backend(config: PretrainConfig, transform: Any) -> BackendChoice:
     )
 
 
-def _loader_factory(config: PretrainConfig, module: PretrainModule, views: Any) -> Any:
-    def build() -> ResumableLoader:
-        world = dist.world_size()
-        if config.data.batch_size % world:
-            raise ValueError(
-                f"data.batch_size={config.data.batch_size} (the global batch) must be "
-                f"divisible by the number of processes ({world})"
-            )
-        transform = EpochSeededTransform(views, config.trainer.seed, dist.rank())
-        backend = choose_backend(config, transform).name  # announced by pretrain()
+def build_training_loader(
+    config: PretrainConfig,
+    transform: Any,
+    rank: int = 0,
+    world_size: int = 1,
+    *,
+    backend: str | None = None,
+    num_workers: int | None = None,
+    batch_size: int | None = None,
+    device: str | torch.device | None = None,
+) -> Loader:
+    """The loader of one training process of ``config``: the one loader builder.
+
+    ``fastssl pretrain`` trains on it and ``fastssl profile`` measures it, so the profile
+    measures what a run reads: this rank's part of ``data.path`` with the recipe's engine
+    (:func:`choose_backend`), batch, workers, shuffle, seed and WebDataset settings
+    (``label_key``, ``resampled``, ``num_samples``).
+
+    Args:
+        config: The recipe.
+        transform: The multi-view transform.
+        rank: This process's rank.
+        world_size: Number of processes; the global ``data.batch_size`` is split evenly.
+        backend: Overrides the engine (the profiler's alternatives); None: the run's.
+        num_workers: Overrides ``data.num_workers``.
+        batch_size: Overrides the per-process batch.
+        device: Overrides the training device (DALI decodes on a GPU one).
+
+    Raises:
+        ValueError: When the global batch does not split evenly, or the data holds too few
+            images for one batch per process.
+    """
+    if config.data.batch_size % world_size:
+        raise ValueError(
+            f"data.batch_size={config.data.batch_size} (the global batch) must be "
+            f"divisible by the number of processes ({world_size})"
+        )
+    per_process = batch_size or config.data.batch_size // world_size
+    too_few = ValueError(
+        f"data.path={config.data.path!r} holds too few images for one batch of {per_process} "
+        "per process: lower data.batch_size (--batch-size)"
+    )
+    try:
         loader = make_loader(
             config.data.path,
             transform,
-            backend=backend,  # type: ignore[arg-type]
-            batch_size=config.data.batch_size // world,
-            num_workers=config.data.num_workers,
+            backend=backend or choose_backend(config, transform).name,  # type: ignore[arg-type]
+            batch_size=per_process,
+            num_workers=config.data.num_workers if num_workers is None else num_workers,
             shuffle=config.data.shuffle,
             drop_last=True,
             seed=config.trainer.seed,
-            rank=dist.rank(),
-            world_size=world,
-            device=training_device(config),  # DALI decodes on this rank's GPU
+            rank=rank,
+            world_size=world_size,
+            device=training_device(config) if device is None else device,
             label_key=config.data.label_key,
             resampled=config.data.resampled,
             num_samples=config.data.num_samples,
         )
-        if len(loader) == 0:
-            raise ValueError(
-                f"data.path={config.data.path!r} holds too few images for one batch of "
-                f"{config.data.batch_size // world} per process: lower data.batch_size"
-            )
+    except RuntimeError as error:  # DALI refuses a shard smaller than the batch
+        if "no data in the pipeline" in str(error):
+            raise too_few from error
+        raise
+    if len(loader) == 0:
+        raise too_few
+    return loader
+
+
+def _loader_factory(config: PretrainConfig, module: PretrainModule, views: Any) -> Any:
+    def build() -> ResumableLoader:
+        transform = EpochSeededTransform(views, config.trainer.seed, dist.rank())
+        # The backend choice was announced by pretrain().
+        loader = build_training_loader(config, transform, dist.rank(), dist.world_size())
         return ResumableLoader(loader, transform)
 
     return build

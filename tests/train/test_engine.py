@@ -367,3 +367,28 @@ def test_compile_defaults_to_gpu_training(images: Path, tmp_path: Path) -> None:
     assert engine.compile_enabled(_config(images, tmp_path, "trainer.accelerator=gpu")) is True
     off = _config(images, tmp_path, "trainer.accelerator=gpu", "trainer.compile=false")
     assert engine.compile_enabled(off) is False
+
+
+def test_pretrain_and_profile_build_the_loader_through_one_function(
+    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastssl.profile.loader import build_loader
+    from fastssl.train import engine
+
+    calls: list[tuple[int, int, dict[str, object]]] = []
+    original = engine.build_training_loader
+
+    def spy(
+        config: PretrainConfig, transform: object, rank: int = 0, world: int = 1, **kw: object
+    ) -> object:
+        calls.append((rank, world, kw))
+        return original(config, transform, rank, world, **kw)
+
+    monkeypatch.setattr(engine, "build_training_loader", spy)
+    config = _config(images, tmp_path, "trainer.max_steps=1", "data.label_key=none")
+    pretrain(config)
+    assert calls == [(0, 1, {})]  # the run's loader, every setting from the recipe
+    transform = engine.build_module(config).method.default_transform()
+    loader = build_loader(config, transform, workers=0, batch_size=4)
+    assert len(calls) == 2 and calls[1][2]["batch_size"] == 4
+    assert loader.batch_size == 4
