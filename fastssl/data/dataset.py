@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
 from PIL import Image
 
 from fastssl.data import images
@@ -239,6 +240,9 @@ class LightlyDataset:
         self.input_dir = input_dir
         self.strict = strict
         self._unreadable: set[int] = set()
+        # One flag per sample in shared memory: loader workers mark what they meet, and
+        # num_unreadable counts it in the main process.
+        self._unreadable_flags: torch.Tensor | None = None
         self.dataset: Any = None
         if input_dir is not None:
             if not os.path.exists(input_dir):
@@ -260,6 +264,7 @@ class LightlyDataset:
         elif transform is not None:
             raise ValueError(f"transform must be None when input_dir is None but is {transform}")
         self.index_to_filename = index_to_filename or _get_filename_by_index
+        self._flags()  # allocated before any loader worker starts, so that all share it
 
     @classmethod
     def from_torch_dataset(
@@ -306,6 +311,7 @@ class LightlyDataset:
                 if self.strict:
                     raise
                 self._unreadable.add(candidate)
+                self._flags()[candidate] = 1
                 warnings.warn(
                     f"LightlyDataset: skipping unreadable image {error.path!r} "
                     f"({error.__cause__}); the next readable sample is used instead.",
@@ -319,6 +325,17 @@ class LightlyDataset:
 
     def __len__(self) -> int:
         return 0 if self.dataset is None else len(self.dataset)
+
+    def _flags(self) -> torch.Tensor:
+        if self._unreadable_flags is None or self._unreadable_flags.numel() != len(self):
+            self._unreadable_flags = torch.zeros(len(self), dtype=torch.uint8).share_memory_()
+        return self._unreadable_flags
+
+    @property
+    def num_unreadable(self) -> int:
+        """Distinct images found unreadable so far (each replaced by a readable one), by
+        every process reading this dataset, DataLoader workers included."""
+        return int(self._flags().sum())
 
     def __add__(self, other: Any) -> Any:
         raise NotImplementedError()

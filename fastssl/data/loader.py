@@ -142,6 +142,16 @@ class Loader:
         """Reshuffles for ``epoch``: the same seed and epoch give the same order."""
         self._on_epoch(epoch)
 
+    @property
+    def num_unreadable(self) -> int | None:
+        """Unreadable images the torch engine met and replaced by readable ones (an image
+        folder: so far; shards: in the current epoch), or None for an engine that does not
+        count them (DALI, FFCV)."""
+        dataset = self.dataset
+        while dataset is not None and not hasattr(dataset, "num_unreadable"):
+            dataset = getattr(dataset, "dataset", None)
+        return None if dataset is None else int(dataset.num_unreadable)
+
     def __len__(self) -> int:
         return len(self._batches)
 

@@ -133,6 +133,9 @@ __all__ = [
 
 # The largest tar member read into memory; a fastssl shard's members are one image each.
 MAX_MEMBER_BYTES = 1 << 30
+# Slots of the shared unreadable-sample counter: the main process and up to 255 workers
+# (more workers share slots, which sums the same).
+_MAX_PROCESSES = 256
 
 
 def _consumer_range(total: int, parts: int, index: int) -> tuple[int, int]:
@@ -466,6 +469,9 @@ class WebDatasetSource(IterableDataset):
         self.drop_last, self.verify, self.strict = drop_last, verify, strict
         self.resampled, self._epoch_length = resampled, num_samples
         self.num_skipped = 0
+        # Unreadable samples of the current epoch, one slot per process (main, workers) in
+        # shared memory, summed by num_unreadable in the main process.
+        self._unreadable_slots = torch.zeros(_MAX_PROCESSES, dtype=torch.int64).share_memory_()
         self._warned: set[str] = set()  # unreadable members warned about in this process
         self.classes: list[str] = list(self.shards.classes)
         self._counts = [s.num_samples or 0 for s in self.shards.shards]
@@ -518,10 +524,19 @@ class WebDatasetSource(IterableDataset):
         self._epoch.fill_(epoch)
 
     def set_epoch(self, epoch: int) -> None:
-        """Selects the epoch (reshuffles); clears delivery counts of another epoch."""
+        """Selects the epoch (reshuffles); clears delivery and unreadable counts of another
+        epoch."""
         if epoch != self.epoch:
             self._delivered, self._skip = {}, {}
+            self._unreadable_slots.zero_()
         self.epoch = epoch
+
+    @property
+    def num_unreadable(self) -> int:
+        """Unreadable samples met in the current epoch by every process reading this source
+        (each replaced by a readable one; an epoch reads every sample once, so these are
+        distinct samples)."""
+        return int(self._unreadable_slots.sum())
 
     # -- iteration -------------------------------------------------------------------------
 
@@ -652,6 +667,9 @@ class WebDatasetSource(IterableDataset):
 
     def _note_unreadable(self, error: CorruptShardError) -> None:
         self.num_skipped += 1
+        info = get_worker_info()
+        slot = 0 if info is None else 1 + info.id % (_MAX_PROCESSES - 1)
+        self._unreadable_slots[slot] += 1
         if str(error) in self._warned:
             return
         self._warned.add(str(error))

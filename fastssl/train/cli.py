@@ -219,6 +219,12 @@ def run(args: argparse.Namespace) -> int:
         f"final loss {summary['final_loss']:.4f}, {summary['images_per_s']:.1f} images/s, "
         f"data wait {summary['data_wait_fraction']:.0%} -> {summary['checkpoint']}"
     )
+    if summary.get("unreadable_images"):
+        print(
+            f"fastssl pretrain: {summary['unreadable_images']} unreadable images were replaced "
+            "by readable ones (named in the warnings above; `fastssl shards` lists and skips "
+            "them once for good)"
+        )
     return 0
 
 

@@ -456,6 +456,7 @@ def pretrain(
     monitor = next(c for c in callbacks if isinstance(c, ThroughputMonitor))
     knn = next((c for c in callbacks if isinstance(c, OnlineKNN)), None)
     totals = monitor.totals(module)
+    unreadable = unreadable_images(module.loader)
     summary: dict[str, Any] = {
         "method": config.method,
         "steps": int(trainer.global_step),
@@ -472,6 +473,9 @@ def pretrain(
         "schedule_steps": module.schedule_steps,
         "resumed_from": run.resume,
         "knn_top1": None if knn is None else knn.last_top1,
+        # Images the loader could not read, each replaced by a readable one (all ranks;
+        # a folder: the whole run; shards: the last epoch); None: the engine does not count.
+        "unreadable_images": unreadable,
         "checkpoint": str(out / "last.ckpt"),
         **setup,  # data backend and why, loss kernel, compile, small convs
     }
@@ -482,6 +486,16 @@ def pretrain(
         text = json.dumps(json_safe(summary), indent=2, allow_nan=False)
         (out / "summary.json").write_text(text + "\n")
     return summary
+
+
+def unreadable_images(loader: ResumableLoader | None) -> int | None:
+    """Unreadable images the run's loader replaced, summed over ranks (None when its engine
+    does not count them; every rank must call it when distributed)."""
+    count = None if loader is None else loader.loader.num_unreadable
+    if not dist.is_distributed():
+        return count
+    total = dist.all_reduce_sum(torch.tensor([-1 if count is None else count]))
+    return None if count is None else int(total[0])
 
 
 def json_safe(value: Any) -> Any:

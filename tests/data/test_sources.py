@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -335,3 +336,26 @@ def test_loader_from_a_list_of_urls(tars: Path, http_url: str, isolated_cache: P
     loader = make_loader(urls, SimCLRTransform(input_size=8), batch_size=4, num_workers=0)
     keys = [key for _, _, batch_keys in loader for key in batch_keys]
     assert len(keys) == len(set(keys)) == N
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_unreadable_samples_are_replaced_and_counted_per_epoch(
+    tmp_path: Path, isolated_cache: Path, workers: int
+) -> None:
+    root = tmp_path / "bad"
+    root.mkdir()
+    with webdataset.ShardWriter(str(root / "shard-%06d.tar"), maxcount=PER_SHARD) as sink:
+        for index in range(N):
+            image = b"not an image" if index in (3, 11) else _png(index)
+            sink.write({"__key__": f"img-{index:04d}", "png": image, "cls": b"0"})
+    source = WebDatasetSource(root, shuffle_buffer=4)
+    loader = DataLoader(source, batch_size=3, num_workers=workers, collate_fn=_collate)
+    for epoch in range(2):
+        source.set_epoch(epoch)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            items = [item for batch in loader for item in batch]
+        assert len(items) == N  # every position delivered, the bad ones by stand-ins
+        assert source.num_unreadable == 2  # this epoch's, counted across the workers
+        if workers == 0 and epoch == 0:  # (workers warn in their own processes)
+            assert any("unreadable sample is replaced" in str(w.message) for w in caught)

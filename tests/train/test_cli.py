@@ -293,3 +293,19 @@ def test_slurm_requeues_into_the_output_folder(
     assert isinstance(environment, SLURMEnvironment) and environment.auto_requeue
     # Lightning writes hpc_ckpt_N.ckpt there on SIGUSR1; --resume auto continues it.
     assert Path(trainer.default_root_dir) == tmp_path
+
+
+def test_unreadable_images_are_counted_in_the_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images = make_folder(tmp_path / "images", n=16, size=12)
+    jpegs = sorted(images.rglob("*.png"))
+    jpegs[2].write_bytes(jpegs[2].read_bytes()[:40])  # truncated
+    jpegs[5].write_bytes(b"")  # zero bytes
+    out = tmp_path / "out"
+    args = ["pretrain", str(_recipe(tmp_path)), "--data", str(images), "--max-epochs", "1"]
+    # Two loader workers meet the files (and warn in their own processes).
+    assert main([*args, "--out", str(out), "--set", "data.num_workers=2"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["unreadable_images"] == 2
+    assert "2 unreadable images were replaced" in capsys.readouterr().out
