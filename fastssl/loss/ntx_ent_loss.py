@@ -85,7 +85,6 @@ def ntxent_loss(
         >>> ntxent_loss(out0, out1, temperature=0.5).shape
         torch.Size([])
     """
-    contrastive.check_temperature(temperature)
     local, keys, offset, n = normalized_views(out0, out1, gather_distributed)
     own = (torch.arange(2 * n, device=local.device) + offset).unsqueeze(1)  # self-similarity
     total = contrastive.lse_sum(
@@ -132,7 +131,6 @@ def ntxent_memory_bank_loss(
         torch.Size([])
     """
     check_pair(out0, out1)
-    contrastive.check_temperature(temperature)
     if negatives.ndim != 2 or negatives.shape[1] != out0.shape[1]:
         raise ValueError(
             f"negatives must have shape (K, {out0.shape[1]}), got {tuple(negatives.shape)}."
