@@ -454,6 +454,7 @@ def make_loader(
             label_key=label_key,
             resampled=resampled,
             num_samples=num_samples,
+            batch_size=batch_size,  # workers split at whole batches: none is dropped
         )
         return Loader(
             DataLoader(shards, **common), kind, "torch", shards.set_epoch, recycler=recycler

@@ -408,6 +408,11 @@ class WebDatasetSource(IterableDataset):
             worker), for streams whose sample counts are unknown: an epoch is then
             ``num_samples`` samples, not one pass over the data.
         num_samples: The epoch length in resampled mode (all ranks together).
+        batch_size: The batch size of the DataLoader that reads this source, if known: the
+            rank's samples are then split among loader workers at whole batches, so that the
+            workers' streams give every full batch the rank's samples allow (each worker
+            batches its own stream, and a DataLoader with ``drop_last`` drops each worker's
+            partial batch: with 2 workers and 4,000 samples, 14 batches of 256 instead of 15).
 
     Attributes:
         shards: The :class:`~fastssl.data.sources.ShardSet` read.
@@ -444,6 +449,7 @@ class WebDatasetSource(IterableDataset):
         label_key: str = "cls",
         resampled: bool = False,
         num_samples: int | None = None,
+        batch_size: int | None = None,
     ) -> None:
         super().__init__()
         self.world_size = dist.world_size() if world_size is None else world_size
@@ -468,6 +474,9 @@ class WebDatasetSource(IterableDataset):
         self.seed, self.shuffle, self.buffer_size = seed, shuffle, shuffle_buffer
         self.drop_last, self.verify, self.strict = drop_last, verify, strict
         self.resampled, self._epoch_length = resampled, num_samples
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be >= 1 (or None)")
+        self.batch_size = batch_size
         self.num_skipped = 0
         # Unreadable samples of the current epoch, one slot per process (main, workers) in
         # shared memory, summed by num_unreadable in the main process.
@@ -511,8 +520,14 @@ class WebDatasetSource(IterableDataset):
 
     def _worker_range(self, worker: int, num_workers: int) -> tuple[int, int]:
         start, stop = self._rank_range()
-        low, high = _consumer_range(stop - start, num_workers, worker)
-        return start + low, start + high
+        if not self.batch_size:
+            low, high = _consumer_range(stop - start, num_workers, worker)
+            return start + low, start + high
+        # Whole batches per worker; the last worker also takes the rank's remainder (its
+        # one partial batch).
+        first, last = _consumer_range((stop - start) // self.batch_size, num_workers, worker)
+        low, high = first * self.batch_size, last * self.batch_size
+        return start + low, stop if worker == num_workers - 1 else start + high
 
     @property
     def epoch(self) -> int:

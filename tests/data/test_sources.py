@@ -359,3 +359,20 @@ def test_unreadable_samples_are_replaced_and_counted_per_epoch(
         assert source.num_unreadable == 2  # this epoch's, counted across the workers
         if workers == 0 and epoch == 0:  # (workers warn in their own processes)
             assert any("unreadable sample is replaced" in str(w.message) for w in caught)
+
+
+@pytest.mark.parametrize(("batch", "workers"), [(4, 3), (6, 2), (3, 2)])
+def test_workers_split_at_whole_batches_so_no_full_batch_is_lost(
+    tars: Path, isolated_cache: Path, batch: int, workers: int
+) -> None:
+    # Each worker batches its own stream; split at arbitrary points, every worker would
+    # end on a partial batch that drop_last throws away (fewer batches than len() says).
+    source = WebDatasetSource(tars, batch_size=batch, shuffle_buffer=4)
+    kept = DataLoader(
+        source, batch_size=batch, num_workers=workers, drop_last=True, collate_fn=_collate
+    )
+    batches = list(kept)
+    assert len(batches) == len(kept) == N // batch
+    everything = DataLoader(source, batch_size=batch, num_workers=workers, collate_fn=_collate)
+    seen = Counter(read_index(image) for b in everything for image, _, _ in b)
+    assert seen == Counter(range(N))  # still exactly once without drop_last
