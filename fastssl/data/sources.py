@@ -42,6 +42,7 @@ from fastssl.data.manifest import (
     read_manifest,
     shard_path,
 )
+from fastssl.utils.cache import user_cache_dir
 
 __all__ = [
     "Shard",
@@ -252,8 +253,7 @@ def _index_count(url: str) -> int | None:
 
 
 def _cache_file() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "fastssl", "shard-counts.json")
+    return os.path.join(user_cache_dir(), "shard-counts.json")
 
 
 def _cache_key(url: str) -> str:

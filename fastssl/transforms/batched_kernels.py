@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from fastssl.transforms.batched import LUMA, MAX_VALUE, blur_kernel_sizes, gaussian_kernels
+from fastssl.utils.cache import user_cache_dir
 
 
 def available() -> bool:
@@ -56,8 +57,7 @@ def cache_dir() -> str:
     explicit = os.environ.get("NUMBA_CACHE_DIR")
     if explicit:
         return explicit
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "fastssl", "numba")
+    return os.path.join(user_cache_dir(), "numba")
 
 
 @contextmanager
