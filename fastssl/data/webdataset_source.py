@@ -1,4 +1,5 @@
-"""Reads the WebDataset shards of ``fastssl shards`` for a torch ``DataLoader``.
+"""Reads WebDataset shards (``fastssl shards`` output, or any tars: :mod:`fastssl.data.sources`)
+for a torch ``DataLoader``.
 
 :class:`WebDatasetSource` is an ``IterableDataset`` yielding ``(sample, target, key)``
 like LightlyDataset's ``(sample, target, filename)``. Each epoch every sample is
@@ -6,7 +7,7 @@ delivered exactly once across all ranks x DataLoader workers:
 
 * **Order.** The shard order is shuffled with ``seed + epoch`` (the same on every rank),
   and the shards' samples, concatenated in that order, form the epoch's sequence of N
-  samples (N from the manifest).
+  samples (N from the manifest, a DALI index or a cached scan).
 * **Split.** The sequence is cut into ``world_size`` contiguous ranges, one per rank,
   each cut again into one contiguous range per DataLoader worker. Ranges are split at
   sample granularity (a worker may start in the middle of a shard: it skips the tar
@@ -15,7 +16,9 @@ delivered exactly once across all ranks x DataLoader workers:
   ``[r*N//R, (r+1)*N//R)``); with ``drop_last=True`` every rank gets exactly
   ``N // world_size`` samples and the last ``N % world_size`` samples of the epoch's
   sequence (different ones each epoch) are left out of that epoch, so that all ranks run
-  the same number of steps under DDP.
+  the same number of steps under DDP. Given the loader's ``batch_size``, a rank's range
+  is cut among workers at whole batches, so no worker ends on a partial batch that a
+  DataLoader with ``drop_last`` would throw away.
 * **Shuffle.** Each worker passes its samples through a shuffle buffer seeded by
   ``(seed, epoch, rank, worker)``. Call :meth:`set_epoch` before each epoch; the epoch
   lives in shared memory, so persistent DataLoader workers see it too.
@@ -51,7 +54,8 @@ Unreadable samples: an image member that does not decode, a ``.cls`` that is not
 index of the manifest, or a sample without an image member. With ``strict=False``
 (default) such a sample is replaced by the previous sample of the same worker (the next
 one when it is the worker's first), a warning names the shard and member (once per
-process) and :attr:`WebDatasetSource.num_skipped` counts them; so every rank still
+process) and :attr:`WebDatasetSource.num_unreadable` counts them over all processes
+(``num_skipped``: this process's); so every rank still
 delivers ``len(source)`` samples and DDP ranks run the same number of steps. With
 ``strict=True`` a :class:`CorruptShardError` naming the shard and member is raised.
 Images are decoded by :mod:`fastssl.data.images` (EXIF orientation applied, 16-bit data
