@@ -308,33 +308,33 @@ def _or_empty(t: Tensor | None, like: Tensor) -> Tensor:
 @torch.library.custom_op("fastssl::lse_rows", mutates_args=())
 def _lse_rows_op(
     q: Tensor, k: Tensor, exclude: Tensor, inv_t: float, block_rows: int, block_cols: int,
-    backend: str,
+    backend: str, precision: str,
 ) -> Tensor:  # fmt: skip
     with torch.autocast(q.device.type, enabled=False), torch.no_grad():
         if backend == "triton":
             from fastssl.kernels import triton_contrastive
 
-            return triton_contrastive.lse_forward(q, k, exclude, inv_t, "ieee").to(q.dtype)
+            return triton_contrastive.lse_forward(q, k, exclude, inv_t, precision).to(q.dtype)
         return _lse_forward(q, k, exclude, inv_t, block_rows, block_cols)
 
 
 @_lse_rows_op.register_fake
 def _(q: Tensor, k: Tensor, exclude: Tensor, inv_t: float, block_rows: int, block_cols: int,
-      backend: str) -> Tensor:  # fmt: skip
+      backend: str, precision: str) -> Tensor:  # fmt: skip
     return q.new_empty(q.shape[0])
 
 
 @torch.library.custom_op("fastssl::lse_rows_backward", mutates_args=())
 def _lse_rows_backward_op(
     q: Tensor, k: Tensor, exclude: Tensor, lse: Tensor, grad: Tensor, inv_t: float,
-    block_rows: int, block_cols: int, backend: str, need_q: bool, need_k: bool,
+    block_rows: int, block_cols: int, backend: str, precision: str, need_q: bool, need_k: bool,
 ) -> tuple[Tensor, Tensor]:  # fmt: skip
     with torch.autocast(q.device.type, enabled=False), torch.no_grad():
         if backend == "triton":
             from fastssl.kernels import triton_contrastive
 
             dq, dk = triton_contrastive.lse_backward(
-                q, k, exclude, lse, grad, inv_t, "ieee", need_q, need_k
+                q, k, exclude, lse, grad, inv_t, precision, need_q, need_k
             )
         else:
             dq, dk = _lse_backward(
@@ -346,7 +346,7 @@ def _lse_rows_backward_op(
 
 @_lse_rows_backward_op.register_fake
 def _(q: Tensor, k: Tensor, exclude: Tensor, lse: Tensor, grad: Tensor, inv_t: float,
-      block_rows: int, block_cols: int, backend: str, need_q: bool,
+      block_rows: int, block_cols: int, backend: str, precision: str, need_q: bool,
       need_k: bool) -> tuple[Tensor, Tensor]:  # fmt: skip
     return (
         q.new_empty(q.shape if need_q else _EMPTY),
@@ -355,16 +355,16 @@ def _(q: Tensor, k: Tensor, exclude: Tensor, lse: Tensor, grad: Tensor, inv_t: f
 
 
 def _lse_rows_setup(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
-    q, k, exclude, inv_t, block_rows, block_cols, backend = inputs
+    q, k, exclude, inv_t, block_rows, block_cols, backend, precision = inputs
     ctx.save_for_backward(q, k, exclude, output)
-    ctx.args = (inv_t, block_rows, block_cols, backend)
+    ctx.args = (inv_t, block_rows, block_cols, backend, precision)
 
 
 def _lse_rows_backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
     q, k, exclude, lse = ctx.saved_tensors
     need_q, need_k = bool(ctx.needs_input_grad[0]), bool(ctx.needs_input_grad[1])
     dq, dk = _lse_rows_backward_op(q, k, exclude, lse, grad, *ctx.args, need_q, need_k)
-    return (dq if need_q else None, dk if need_k else None, None, None, None, None, None)
+    return (dq if need_q else None, dk if need_k else None, None, None, None, None, None, None)
 
 
 _lse_rows_op.register_autograd(_lse_rows_backward, setup_context=_lse_rows_setup)
@@ -457,6 +457,7 @@ def blockwise_lse(
     block_rows: int = DEFAULT_BLOCK_ROWS,
     block_cols: int = DEFAULT_BLOCK_COLS,
     backend: str | None = None,
+    input_precision: str = "ieee",
 ) -> Tensor:
     """Differentiable per-row log-sum-exp of ``q @ k.T / temperature`` without an (n, m) buffer.
 
@@ -475,13 +476,15 @@ def blockwise_lse(
         block_cols: Columns per tile (torch backend).
         backend: "torch" (tiled code, any device), "triton" (CUDA kernels), or None to pick
             Triton for CUDA tensors and torch otherwise.
+        input_precision: Triton's ``tl.dot`` precision: "ieee" (exact float32, the
+            default, equal to the CPU path to float32 rounding) or "tf32" (faster).
 
     Returns:
         Tensor of shape (n,), dtype of ``q`` (float32 for half inputs).
 
     Raises:
         ValueError: On inconsistent shapes, a zero temperature, a non-positive block size or
-            an unknown backend.
+            an unknown backend or precision.
 
     Example:
         >>> q = torch.nn.functional.normalize(torch.randn(6, 4), dim=1)
@@ -495,8 +498,17 @@ def blockwise_lse(
     chosen = _check_backend(backend, q)
     if chosen == "triton" and exclude.shape[1] > 2:
         raise ValueError(f"exclude may have at most 2 columns on Triton, got {exclude.shape[1]}.")
+    if input_precision not in ("ieee", "tf32"):
+        raise ValueError(f"input_precision must be 'ieee' or 'tf32', got {input_precision!r}.")
     out: Tensor = _lse_rows_op(
-        q, k, exclude.contiguous(), 1.0 / temperature, block_rows, block_cols, chosen
+        q,
+        k,
+        exclude.contiguous(),
+        1.0 / temperature,
+        block_rows,
+        block_cols,
+        chosen,
+        input_precision,
     )
     return out
 

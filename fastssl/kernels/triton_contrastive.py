@@ -1,6 +1,6 @@
 """Triton kernels of the blockwise contrastive log-sum-exp (GPU path of ``contrastive``).
 
-Same math as :class:`fastssl.kernels.contrastive.BlockwiseLSE`: the forward kernel streams key
+Same math as :func:`fastssl.kernels.contrastive.blockwise_lse`: the forward kernel streams key
 tiles past a resident block of query rows with an online log-sum-exp and writes only the
 ``(n,)`` result; backward recomputes the similarity tiles, once per query block for ``dq``
 and once per key block for ``dk`` (as FlashAttention-2 does), so no ``(n, m)`` matrix exists
@@ -272,28 +272,6 @@ def lse_backward(
     return dq, dk
 
 
-class TritonLSE(torch.autograd.Function):
-    """Triton twin of the blockwise CPU log-sum-exp: saves q, k, exclude and the (n,) result."""
-
-    @staticmethod
-    def forward(
-        ctx: Any, q: Tensor, k: Tensor, exclude: Tensor, inv_t: float, precision: str
-    ) -> Tensor:
-        lse = lse_forward(q, k, exclude, inv_t, precision)
-        ctx.save_for_backward(q, k, exclude, lse)
-        ctx.inv_t, ctx.precision = inv_t, precision
-        return lse.to(q.dtype)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        q, k, exclude, lse = ctx.saved_tensors
-        dq, dk = lse_backward(
-            q, k, exclude, lse, grad, ctx.inv_t, ctx.precision,
-            ctx.needs_input_grad[0], ctx.needs_input_grad[1],
-        )  # fmt: skip
-        return dq, dk, None, None, None
-
-
 def triton_lse(
     q: Tensor, k: Tensor, exclude: Tensor, temperature: float, input_precision: str = "ieee"
 ) -> Tensor:
@@ -312,15 +290,9 @@ def triton_lse(
     Raises:
         ValueError: If ``exclude`` has more than 2 columns or ``input_precision`` is unknown.
     """
-    if exclude.shape[1] > 2:
-        raise ValueError(f"exclude may have at most 2 columns on Triton, got {exclude.shape[1]}.")
-    if input_precision not in ("ieee", "tf32"):
-        raise ValueError(f"input_precision must be 'ieee' or 'tf32', got {input_precision!r}.")
-    out: Tensor = TritonLSE.apply(
-        q.float().contiguous(),
-        k.float().contiguous(),
-        exclude.contiguous(),
-        1.0 / temperature,
-        input_precision,
+    from fastssl.kernels.contrastive import blockwise_lse
+
+    # The one path to these kernels: the custom operator, with its autograd (checks there).
+    return blockwise_lse(
+        q, k, exclude, temperature, backend="triton", input_precision=input_precision
     )
-    return out
