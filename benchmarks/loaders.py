@@ -6,7 +6,7 @@ quality 90) into SimCLR's two 224 px views, batch 64, on the same CPU budget:
 * ``peer``: lightly 1.6 ``LightlyDataset`` + ``SimCLRTransform`` + ``DataLoader(num_workers=2)``;
 * ``torch_folder`` / ``torch_shards``: ``make_loader(backend="torch", num_workers=2)`` over the
   folder / its ``fastssl shards`` WebDataset output, on the batched engine (crop while
-  decoding, color and blur after collation: ``fastssl.data.batched_views``);
+  decoding, color and blur after collation: ``fastssl.data.engines.batched``);
 * ``torch_per_sample``: the same over the folder with ``batched=False``: the torchvision v2
   pipeline on every sample (the torch backend before the batched engine);
 * ``torch_http``: ``torch_shards`` read over HTTP: the same tars served by
@@ -173,7 +173,7 @@ def _measure(
             seconds = time.perf_counter() - start
         return {"images_per_s": len(files) / seconds, "images": len(files), "seconds": seconds}
     if name == "ffcv":
-        from fastssl.data.loader import ffcv_unsupported
+        from fastssl.data.engines.ffcv import ffcv_unsupported
         from fastssl.transforms.simclr_transform import SimCLRTransform
 
         reasons = [ffcv_unsupported(spec) for spec in SimCLRTransform().view_specs]

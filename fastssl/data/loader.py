@@ -6,21 +6,25 @@ yields batches with one structure, ``(views, targets, keys)``: ``views`` a list 
 (B, 3, h, w) float tensors (one per view), ``targets`` a (B,) long tensor, ``keys`` a list
 of B strings (file names or shard keys).
 
-Backends:
+Engines (side by side in :mod:`fastssl.data.engines`, each turning ViewSpecs and a source
+into batches; this module only picks one):
 
-* ``"torch"``: DataLoader workers, for folders and shards; works everywhere. A transform
-  built from ViewSpecs runs on the batched engine (:mod:`fastssl.data.batched_views`:
-  crop while decoding, then color and blur on whole batches, several times faster than
-  torchvision per sample); any other callable runs per sample, as in lightly.
-* ``"dali"``: the transform's ViewSpecs compiled into an NVIDIA DALI pipeline
-  (:mod:`fastssl.dali`), for folders and shards; ``dali_device="mixed"`` decodes on the GPU.
-* ``"ffcv"``: an FFCV loader per view over a ``.beton``; covers the ViewSpecs FFCV can
-  express (random resized crop, horizontal flip, normalization) and names what it cannot.
+* ``"torch"`` (:mod:`~fastssl.data.engines.batched`): DataLoader workers, for folders and
+  shards; works everywhere. A transform built from ViewSpecs runs batched (crop while
+  decoding, then color and blur on whole batches, several times faster than torchvision
+  per sample); any other callable runs per sample, as in lightly.
+* ``"dali"`` (:mod:`~fastssl.data.engines.dali`): the ViewSpecs compiled into an NVIDIA
+  DALI pipeline, for folders and local shards; ``dali_device="mixed"`` decodes on the GPU.
+* ``"ffcv"`` (:mod:`~fastssl.data.engines.ffcv`): FFCV loaders over a ``.beton``; covers
+  the ViewSpecs FFCV can express and names what it cannot.
 * ``"auto"``: the fastest engine for the source and the training device
   (:func:`resolve_backend`): FFCV for a ``.beton``; DALI (decoding on the GPU) when
   training on a GPU and DALI is installed; the batched torch engine on a CPU, where it
   outran DALI's CPU mode (750 vs 286 images/s, 224 px SimCLR pairs from shards, 2 workers).
   A GPU run that falls back to torch (DALI missing, a transform without ViewSpecs) warns.
+
+Every engine replaces an image it cannot read by a readable one, warns once naming the
+file and counts it (``Loader.num_unreadable``).
 
 Example:
     >>> from fastssl.transforms import SimCLRTransform
@@ -33,23 +37,24 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, cast
 
 import torch
-from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from fastssl.data.batched_views import (
+from fastssl.data.dataset import LightlyDataset
+from fastssl.data.engines.base import Loader, SourceKind
+from fastssl.data.engines.batched import (
     BatchedViewCollate,
     BatchRecycler,
     EpochSampler,
     SeededItems,
     ViewDecoder,
 )
-from fastssl.data.dataset import LightlyDataset
+from fastssl.data.engines.ffcv import FFCVViews
 from fastssl.data.manifest import MANIFEST_NAME, read_manifest
 from fastssl.data.multi_view_collate import MultiViewCollate
 from fastssl.data.sources import ShardSpec, is_shard_spec
@@ -57,9 +62,7 @@ from fastssl.data.webdataset_source import WebDatasetSource
 from fastssl.transforms.view_spec import ViewSpec
 from fastssl.utils import dist
 
-SourceKind = Literal["folder", "webdataset", "ffcv"]
 Backend = Literal["auto", "torch", "dali", "ffcv"]
-Batch = tuple[list[Tensor], Tensor, list[str]]
 BACKENDS: tuple[str, ...] = ("auto", "torch", "dali", "ffcv")
 
 
@@ -98,70 +101,6 @@ def detect_source(source: ShardSpec) -> SourceKind:
     return "folder"
 
 
-class SizedBatches(Protocol):
-    """What a :class:`Loader` wraps: an iterable of batches with a length."""
-
-    def __iter__(self) -> Iterator[Batch]: ...
-
-    def __len__(self) -> int: ...
-
-
-class Loader:
-    """An iterable of ``(views, targets, keys)`` batches with a length and epochs.
-
-    Attributes:
-        kind: The source kind.
-        backend: The backend that produces the batches (``"torch"``, ``"dali"``, ``"ffcv"``).
-        batch_size: Samples per batch (per process).
-        dataset: The torch dataset (torch backend) or None.
-
-    With the torch backend's batched engine and workers, the batches' shared memory is
-    reused once no reference to a batch's tensors is left (see
-    :class:`~fastssl.data.batched_views.BatchRecycler`).
-    """
-
-    def __init__(
-        self,
-        batches: SizedBatches | DataLoader[Any],
-        kind: SourceKind,
-        backend: str,
-        on_epoch: Callable[[int], None],
-        batch_size: int | None = None,
-        recycler: BatchRecycler | None = None,
-    ) -> None:
-        self._batches = batches
-        self._on_epoch = on_epoch
-        self._recycler = recycler
-        self.kind, self.backend = kind, backend
-        if batch_size is None:
-            batch_size = int(getattr(batches, "batch_size", None) or 1)
-        self.batch_size = batch_size
-        self.dataset = getattr(batches, "dataset", None)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Reshuffles for ``epoch``: the same seed and epoch give the same order."""
-        self._on_epoch(epoch)
-
-    @property
-    def num_unreadable(self) -> int | None:
-        """Unreadable images the torch engine met and replaced by readable ones (an image
-        folder: so far; shards: in the current epoch), or None for an engine that does not
-        count them (DALI, FFCV)."""
-        dataset = self.dataset
-        while dataset is not None and not hasattr(dataset, "num_unreadable"):
-            dataset = getattr(dataset, "dataset", None)
-        return None if dataset is None else int(dataset.num_unreadable)
-
-    def __len__(self) -> int:
-        return len(self._batches)
-
-    def __iter__(self) -> Iterator[Batch]:
-        batches = cast(Iterable[Batch], self._batches)
-        if self._recycler is not None:  # hands the workers' shared memory back when dropped
-            return self._recycler.wrap(batches)
-        return iter(batches)
-
-
 @dataclass(frozen=True)
 class BackendChoice:
     """The data engine that runs, and why (for the start-of-run report and summaries).
@@ -190,6 +129,7 @@ def resolve_backend(
     device: str | torch.device = "cpu",
     transform: Any = None,
     source: ShardSpec | None = None,
+    label_key: str = "cls",
 ) -> BackendChoice:
     """The engine that ``backend`` means for a ``kind`` source trained on ``device``.
 
@@ -205,9 +145,11 @@ def resolve_backend(
       (750 vs 286 images/s measured for 224 px SimCLR pairs from shards, 2 workers).
 
     An explicit backend is honoured (checked against the source kind), but for DALI on
-    tars it cannot read: DALI reads image folders and local ``fastssl shards`` folders
-    (tars with their indexes); other WebDataset tars (remote, or without a manifest) fall
-    back to the torch engine, marked as a fallback so that the caller announces it.
+    tars it cannot read: DALI reads image folders, ``fastssl shards`` folders and local tars
+    with DALI index files whose samples all hold a ``.cls`` member
+    (:func:`~fastssl.data.engines.dali.pipeline.dali_cannot_read`); other WebDataset tars
+    (remote, without indexes) fall back to the torch engine, marked as a fallback so that
+    the caller announces it.
 
     Args:
         backend: ``"auto"``, ``"torch"``, ``"dali"`` or ``"ffcv"``.
@@ -216,6 +158,7 @@ def resolve_backend(
         transform: The multi-view transform, when known: one without ViewSpecs keeps
             ``"auto"`` on torch.
         source: The data, when known: tars DALI cannot read keep it on torch.
+        label_key: Where shard targets come from (``data.label_key``): DALI reads ``.cls``.
 
     Returns:
         A :class:`BackendChoice` (engine, reason, whether it is a fallback).
@@ -238,12 +181,19 @@ def resolve_backend(
             f"backend='ffcv' reads .beton files, not a {kind} source: convert it with "
             f"`fastssl shards --format ffcv`, or use backend='dali' or 'torch'"
         )
-    unreadable = source is not None and kind == "webdataset" and is_shard_spec(source)
-    if backend == "dali" and unreadable:
+
+    def dali_cannot_read() -> str | None:
+        if source is None or kind != "webdataset":
+            return None
+        from fastssl.data.engines.dali.pipeline import dali_cannot_read as reason
+
+        return reason(source, label_key)
+
+    if backend == "dali" and (why := dali_cannot_read()) is not None:
         return BackendChoice(
             "torch",
-            "backend=dali was asked for, but DALI reads only local `fastssl shards` folders "
-            "and these tars are remote or have no manifest: the torch engine reads them",
+            f"backend=dali was asked for, but DALI cannot read these tars ({why}): "
+            f"the torch engine reads them",
             fallback=True,
         )
     if backend != "auto":
@@ -262,13 +212,13 @@ def resolve_backend(
         return BackendChoice(
             "torch", "training on CPU: the batched torch engine outruns DALI's CPU mode"
         )
-    from fastssl.dali.pipeline import dali_available
+    from fastssl.data.engines.dali.pipeline import dali_available
 
-    if unreadable:
+    if (why := dali_cannot_read()) is not None:
         return BackendChoice(
             "torch",
-            "training on a GPU, but DALI reads only local `fastssl shards` folders and these "
-            "tars are remote or have no manifest: the torch engine reads them",
+            f"training on a GPU, but DALI cannot read these tars ({why}): the torch engine "
+            f"reads them",
             fallback=True,
         )
     if dali_available():
@@ -398,7 +348,7 @@ def make_loader(
         raise ValueError(f"batch_size={batch_size} must be >= 1")
     kind = detect_source(source)
     on = training_device(device, dali_device)
-    choice = resolve_backend(backend, kind, on, transform, source)
+    choice = resolve_backend(backend, kind, on, transform, source, label_key)
     if choice.fallback:
         warnings.warn(f"backend={backend} chose {choice.name}: {choice.reason}", stacklevel=2)
     chosen = choice.name
@@ -418,9 +368,12 @@ def make_loader(
             f"ViewSpecs (batched engine); backend='torch' per sample gives float32"
         )
     if chosen == "dali":
-        return _dali_loader(
-            path, transform, kind, batch_size, workers, shuffle, drop_last, seed, rank,
-            world_size, dali_device, dtype,
+        from fastssl.data.engines.dali.iterator import dali_loader
+
+        return dali_loader(
+            path, view_specs_of(transform), kind, batch_size=batch_size, threads=workers,
+            shuffle=shuffle, drop_last=drop_last, seed=seed, rank=rank, world_size=world_size,
+            device=dali_device, dtype=dtype, strict=strict,
         )  # fmt: skip
     if chosen == "ffcv":
         batches = FFCVViews(
@@ -501,201 +454,3 @@ def _batched_specs(transform: Any, batched: bool | None) -> list[ViewSpec] | Non
 def _init_worker(worker_id: int) -> None:
     # Intra-op threads in every worker would oversubscribe the cores the workers share.
     torch.set_num_threads(1)
-
-
-def _dali_loader(
-    source: str | os.PathLike[str],
-    transform: Any,
-    kind: SourceKind,
-    batch_size: int,
-    threads: int,
-    shuffle: bool,
-    drop_last: bool,
-    seed: int,
-    rank: int,
-    world_size: int,
-    device: Literal["cpu", "mixed"],
-    dtype: torch.dtype,
-) -> Loader:
-    from fastssl.dali.iterator import DaliBatches
-    from fastssl.dali.pipeline import folder_reader, import_dali, webdataset_reader
-
-    import_dali()
-    reader = folder_reader(source) if kind == "folder" else webdataset_reader(source)
-    batches = DaliBatches(
-        reader,
-        view_specs_of(transform),
-        batch_size=batch_size,
-        num_threads=max(threads, 1),
-        device=device,
-        device_id=(torch.cuda.current_device() if device == "mixed" else None),
-        seed=seed,
-        shard_id=rank,
-        num_shards=world_size,
-        shuffle=shuffle,
-        drop_last=drop_last,
-        dtype=dtype,
-    )
-    return Loader(batches, kind, "dali", batches.set_epoch, batch_size)
-
-
-# ------------------------------------------------------------------------------- FFCV
-def ffcv_unsupported(spec: ViewSpec) -> str | None:
-    """Why FFCV cannot express ``spec`` (naming the field), or None when it can.
-
-    FFCV (0.0.x) decodes with a random resized crop (area-preserving resize), flips
-    horizontally and normalizes; it has no vertical flip, rotation, random-order color
-    jitter with hue, grayscale, Gaussian blur or solarization.
-    """
-    missing = {
-        "vf_prob": "vertical flip",
-        "rr_prob": "rotation",
-        "cj_prob": "ColorJitter (brightness, contrast, saturation and hue in random order)",
-        "gray_prob": "random grayscale",
-        "blur_prob": "Gaussian blur",
-        "solarize_prob": "solarization",
-    }
-    for name, op in missing.items():
-        value = getattr(spec, name)
-        if value > 0 and not (name == "cj_prob" and not _has_jitter(spec)):
-            return f"ViewSpec field {name}={value}: FFCV has no {op} op"
-    if spec.crop_size is None:
-        return "ViewSpec field crop_size=None: FFCV batches need one image size per view"
-    if spec.interpolation != "bilinear":
-        return (
-            f"ViewSpec field interpolation={spec.interpolation!r}: FFCV resizes with its own "
-            f"filter only (use 'bilinear')"
-        )
-    return None
-
-
-def _has_jitter(spec: ViewSpec) -> bool:
-    return any(j > 0 for j in (spec.cj_bright, spec.cj_contrast, spec.cj_sat, spec.cj_hue))
-
-
-class FFCVViews:
-    """``(views, targets, keys)`` batches from a ``.beton``: one FFCV loader per view.
-
-    FFCV 0.0.x maps each pipeline to one field, so each view has its own loader over the
-    same file; all use the same order seed, so batch i of every loader holds the same
-    samples. Keys are the samples' positions in the file (``fastssl shards`` keys).
-
-    Args:
-        source: ``.beton`` file or a ``fastssl shards --format ffcv`` folder.
-        specs: One ViewSpec per view (see :func:`ffcv_unsupported`).
-        batch_size: Samples per batch.
-        num_workers: FFCV threads.
-        shuffle: Random order (seeded with ``seed + epoch``) or the file's order.
-        drop_last: Drop the last incomplete batch.
-        seed: Order seed.
-        rank: This process's rank; it reads a contiguous 1/world_size of the samples.
-        world_size: Number of processes.
-        dtype: float32, float16 or bfloat16 views.
-
-    Raises:
-        ValueError: When a ViewSpec uses what FFCV cannot express, naming the field.
-    """
-
-    def __init__(
-        self,
-        source: str | os.PathLike[str],
-        specs: Sequence[ViewSpec],
-        *,
-        batch_size: int,
-        num_workers: int = 1,
-        shuffle: bool = True,
-        drop_last: bool = True,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        dtype: torch.dtype = torch.float32,
-    ) -> None:
-        for index, spec in enumerate(specs):
-            reason = ffcv_unsupported(spec)
-            if reason is not None:
-                raise ValueError(f"view {index}: {reason}; use backend='dali' or 'torch'")
-        if dtype not in (torch.float32, torch.float16, torch.bfloat16):
-            raise ValueError(f"dtype={dtype} is not supported: use float32, float16 or bfloat16")
-        from fastssl.data.ffcv_source import _import_ffcv, beton_path
-
-        _import_ffcv()
-        import numpy as np
-        from ffcv.fields.basics import IntDecoder
-        from ffcv.fields.rgb_image import RandomResizedCropRGBImageDecoder
-        from ffcv.loader import Loader as FFCVLoader
-        from ffcv.loader import OrderOption
-        from ffcv.reader import Reader
-        from ffcv.transforms import (
-            NormalizeImage,
-            RandomHorizontalFlip,
-            Squeeze,
-            ToTensor,
-            ToTorchImage,
-        )
-
-        path = beton_path(source)
-        total = int(Reader(path).num_samples)
-        start, stop = (total * rank) // world_size, (total * (rank + 1)) // world_size
-        self.batch_size, self.dtype = batch_size, dtype
-        self.loaders = []
-        for spec in specs:
-            size = spec.crop_size
-            assert size is not None
-            height, width = (size, size) if isinstance(size, int) else size
-            mean = spec.normalize_mean or (0.0, 0.0, 0.0)
-            std = spec.normalize_std or (1.0, 1.0, 1.0)
-            image: list[Any] = [
-                RandomResizedCropRGBImageDecoder(
-                    (height, width), scale=spec.crop_scale, ratio=spec.crop_ratio
-                )
-            ]
-            if spec.hf_prob > 0:
-                image.append(RandomHorizontalFlip(flip_prob=spec.hf_prob))
-            # Normalize on the HWC uint8 array (FFCV's jitted CPU op), then hand over to
-            # torch: one jitted stage then one plain stage. A jitted op after the torch
-            # ops would make a third stage, which FFCV 1.0.2's graph grouping never leaves.
-            image += [
-                NormalizeImage(
-                    np.array(mean) * 255.0,
-                    np.array(std) * 255.0,
-                    np.float16 if dtype == torch.float16 else np.float32,
-                ),
-                ToTensor(),
-                ToTorchImage(),
-            ]
-            self.loaders.append(
-                FFCVLoader(
-                    path,
-                    batch_size=batch_size,
-                    num_workers=num_workers,
-                    order=OrderOption.RANDOM if shuffle else OrderOption.SEQUENTIAL,
-                    seed=seed,
-                    drop_last=drop_last,
-                    indices=list(range(start, stop)),
-                    pipelines={
-                        "image": image,
-                        "label": [IntDecoder(), ToTensor(), Squeeze()],
-                    },
-                )
-            )
-
-    def set_epoch(self, epoch: int) -> None:
-        """Selects the epoch: its order is drawn with ``seed + epoch``."""
-        for loader in self.loaders:
-            loader.next_epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.loaders[0])
-
-    def __iter__(self) -> Iterator[Batch]:
-        from fastssl.data.shards import key
-
-        # The loaders draw the order of their coming epoch from (seed, epoch) alone.
-        order = list(self.loaders[0].next_traversal_order())
-        for index, batches in enumerate(zip(*self.loaders, strict=True)):
-            views = [images.contiguous() for images, _ in batches]
-            if self.dtype == torch.bfloat16:
-                views = [view.to(torch.bfloat16) for view in views]
-            targets = batches[0][1].reshape(-1).long()
-            chosen = order[index * self.batch_size : index * self.batch_size + len(targets)]
-            yield views, targets, [key(int(i)) for i in chosen]

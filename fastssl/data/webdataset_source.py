@@ -23,7 +23,7 @@ delivered exactly once across all ranks x DataLoader workers:
   ``(seed, epoch, rank, worker)``. Call :meth:`set_epoch` before each epoch; the epoch
   lives in shared memory, so persistent DataLoader workers see it too.
 * **Augmentation.** A transform with ``decodes_lazily = True`` (fastssl's
-  :class:`~fastssl.data.batched_views.ViewDecoder`) gets the opened, undecoded image; one
+  :class:`~fastssl.data.engines.batched.ViewDecoder`) gets the opened, undecoded image; one
   with a ``reseed(seed, epoch, key)`` method is reseeded before each sample, so that its
   draws depend on the seed, epoch and key only.
 * **Resume.** :meth:`state_dict` records how many samples each worker of this rank has

@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 from fastssl.profile.loader import (
-    METHOD_TRANSFORMS,
     LoaderReport,
     is_transform_name,
     measure_loader,
@@ -202,7 +201,6 @@ def _write_json(document: dict[str, Any], path: str | None, out: str | None, nam
 
 
 __all__ = [
-    "METHOD_TRANSFORMS",
     "LoaderReport",
     "add_arguments",
     "measure_loader",

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import importlib
+import inspect
 import io
 import itertools
 import os
@@ -36,30 +37,6 @@ from torch.utils.data import IterableDataset
 from fastssl.data.loader import Loader, make_loader, view_specs_of
 from fastssl.train.config import PretrainConfig
 
-# Method name -> (transform class in fastssl.transforms, keyword of the global view size;
-# "views:P" means the class takes PView1Transform / PView2Transform instances),
-# used when the method's module is unavailable or cannot be built without a backbone.
-METHOD_TRANSFORMS: dict[str, tuple[str, str]] = {
-    "aim": ("AIMTransform", "input_size"),
-    "barlowtwins": ("BYOLTransform", "views:BYOL"),
-    "byol": ("BYOLTransform", "views:BYOL"),
-    "dcl": ("SimCLRTransform", "input_size"),
-    "dclw": ("SimCLRTransform", "input_size"),
-    "densecl": ("DenseCLTransform", "input_size"),
-    "dino": ("DINOTransform", "global_crop_size"),
-    "mae": ("MAETransform", "input_size"),
-    "moco": ("MoCoV2Transform", "input_size"),
-    "msn": ("MSNTransform", "random_size"),
-    "nnclr": ("SimCLRTransform", "input_size"),
-    "pmsn": ("MSNTransform", "random_size"),
-    "simclr": ("SimCLRTransform", "input_size"),
-    "simmim": ("MAETransform", "input_size"),
-    "simsiam": ("SimSiamTransform", "input_size"),
-    "swav": ("SwaVTransform", "crop_sizes"),
-    "tico": ("TiCoTransform", "views:TiCo"),
-    "vicreg": ("VICRegTransform", "input_size"),
-}
-
 #: Images timed per stage by :func:`torch_stages` at most (scaled to the batch).
 STAGE_SAMPLES = 64
 
@@ -73,7 +50,7 @@ class LoaderReport:
     source_kind: str  # folder, webdataset or ffcv
     data: str
     transform: str  # class name of the transform
-    transform_from: str  # "method" (default_transform) or "table" / "class"
+    transform_from: str  # "method" (its default_transform) or "class" (a transform class)
     views: list[list[int]]  # (3, h, w) of every view
     batch_size: int
     workers: int
@@ -89,13 +66,17 @@ class LoaderReport:
 def resolve_transform(method: str, input_size: int) -> tuple[Any, str]:
     """The multi-view transform ``method`` trains with at ``input_size``.
 
+    A method name gives the method's own ``default_transform`` (what ``fastssl pretrain``
+    runs), built as :func:`fastssl.profile.profiler.method_transform` builds it; a
+    transform class name gives that class with its global views at ``input_size``.
+
     Args:
-        method: A method name (``simclr``, ``dino``, ...) or a transform class name of
-            :mod:`fastssl.transforms` (``SimCLRTransform``).
+        method: A registered method name (``simclr``, ``dino``, ...) or a transform class
+            name of :mod:`fastssl.transforms` (``SimCLRTransform``).
         input_size: Size of the (global) views in pixels.
 
     Returns:
-        ``(transform, origin)``: origin is ``"class"``, ``"method"`` or ``"table"``.
+        ``(transform, origin)``: origin is ``"method"`` or ``"class"``.
 
     Raises:
         ValueError: For a name that is neither, listing the known names.
@@ -105,30 +86,28 @@ def resolve_transform(method: str, input_size: int) -> tuple[Any, str]:
         >>> type(transform).__name__, origin
         ('SimCLRTransform', 'class')
     """
-    transforms = importlib.import_module("fastssl.transforms")
+    from fastssl import methods
+    from fastssl.profile.profiler import method_transform
+
+    known = ", ".join(methods.list_methods())
     if is_transform_name(method):
-        cls = getattr(transforms, method, None)
+        cls = getattr(importlib.import_module("fastssl.transforms"), method, None)
         if not isinstance(cls, type):
             raise ValueError(
                 f"--method {method!r} is not a transform of fastssl.transforms; choose a method "
-                f"({', '.join(sorted(METHOD_TRANSFORMS))}) or a *Transform class name"
+                f"({known}) or a *Transform class name"
             )
-        return _build(cls, _size_keyword(method), input_size), "class"
-    key = method.lower().replace("-", "").replace("_", "")
+        return _build(cls, input_size), "class"
     try:
-        from fastssl import methods
-
-        built = methods.get(key)(backbone=_TinyBackbone(), input_size=input_size, feature_dim=8)
-        return built.default_transform(), "method"
-    except Exception:
-        pass
-    if key not in METHOD_TRANSFORMS:
+        methods.get(method)
+    except (KeyError, ValueError) as error:
         raise ValueError(
-            f"--method {method!r} is unknown: choose one of {', '.join(sorted(METHOD_TRANSFORMS))} "
-            f"or a transform class name such as SimCLRTransform"
-        )
-    name, keyword = METHOD_TRANSFORMS[key]
-    return _build(getattr(transforms, name), keyword, input_size), "table"
+            f"--method {method!r} is unknown: choose one of {known} or a transform class "
+            f"name such as SimCLRTransform"
+        ) from error
+    config = PretrainConfig(method=method)
+    config.data.input_size = input_size
+    return method_transform(config), "method"
 
 
 def is_transform_name(name: str) -> bool:
@@ -136,30 +115,25 @@ def is_transform_name(name: str) -> bool:
     return name[:1].isupper() or name.endswith("Transform")
 
 
-def _size_keyword(class_name: str) -> str:
-    for name, keyword in METHOD_TRANSFORMS.values():
-        if name == class_name:
-            return keyword
-    return "input_size"
+# Keywords of the global view size, in the transform classes that do not call it input_size.
+_SIZE_KEYWORDS = ("input_size", "global_crop_size", "random_size", "crop_sizes")
 
 
-def _build(cls: type, keyword: str, input_size: int) -> Any:
-    if keyword.startswith("views:"):  # BYOL-style: two asymmetric view transforms
+def _build(cls: type, input_size: int) -> Any:
+    """``cls`` with its global views at ``input_size`` (local views keep their ratio)."""
+    parameters = inspect.signature(cls).parameters
+    if "view_1_transform" in parameters:  # BYOL-style: two asymmetric view transforms
         transforms = importlib.import_module("fastssl.transforms")
-        prefix = keyword.split(":", 1)[1]
+        prefix = cls.__name__.removesuffix("Transform")
         view_1 = getattr(transforms, f"{prefix}View1Transform")(input_size=input_size)
         view_2 = getattr(transforms, f"{prefix}View2Transform")(input_size=input_size)
         return cls(view_1_transform=view_1, view_2_transform=view_2)
+    keyword = next((k for k in _SIZE_KEYWORDS if k in parameters), None)
+    if keyword is None:
+        raise ValueError(f"--method {cls.__name__}: the class takes none of {_SIZE_KEYWORDS}")
     if keyword == "crop_sizes":  # SwaV: the small crops keep their ratio to the large ones
         return cls(crop_sizes=(input_size, max(1, round(input_size * 96 / 224))))
     return cls(**{keyword: input_size})
-
-
-class _TinyBackbone:
-    """Placeholder backbone: methods are built only to ask for their transform."""
-
-    def __new__(cls) -> Any:
-        return torch.nn.Flatten()
 
 
 def spec_size(spec: Any) -> list[int]:
@@ -467,7 +441,7 @@ def dali_stages(
         warmup: Batches run first.
         loader_batch_ms: The loader's measured median batch time.
     """
-    from fastssl.dali.pipeline import build_pipeline, import_dali
+    from fastssl.data.engines.dali.pipeline import build_pipeline, import_dali
     from fastssl.data.manifest import DALI_IMAGE_EXTENSIONS
 
     dali = import_dali()
@@ -626,7 +600,6 @@ _EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "T
 
 
 __all__ = [
-    "METHOD_TRANSFORMS",
     "LoaderReport",
     "build_loader",
     "close_loader",

@@ -124,18 +124,16 @@ def parse_variants(text: str) -> tuple[str, ...] | None:
 
 
 def method_transform(config: PretrainConfig) -> Any:
-    """The default transform of the recipe's method (built without its backbone when
-    the method allows it, which is faster)."""
+    """The default transform of the recipe's method, as ``fastssl pretrain`` builds it.
+
+    The method is built whole, backbone included: its views may depend on the backbone
+    (DINO's local crops are a whole number of patches), so a placeholder backbone could
+    give other views than the run's.
+    """
     from fastssl import methods
     from fastssl.train.engine import method_kwargs
 
-    cls = methods.get(config.method)
-    kwargs = method_kwargs(config)
-    try:
-        tiny = {**kwargs, "backbone": torch.nn.Flatten(), "feature_dim": 8}
-        return cls(**tiny).default_transform(**config.views)
-    except Exception:  # the method needs its real backbone (or takes no feature_dim)
-        return cls(**kwargs).default_transform(**config.views)
+    return methods.get(config.method)(**method_kwargs(config)).default_transform(**config.views)
 
 
 def check_data(config: PretrainConfig) -> str:
@@ -428,7 +426,7 @@ def _loader_options(s: _Session, transform: Any, kind: str, current: float) -> l
                 )
             )
     if "dali" in s.variants and backend == "torch":
-        from fastssl.dali.pipeline import dali_available
+        from fastssl.data.engines.dali.pipeline import dali_available
         from fastssl.data.loader import view_specs_of
 
         try:

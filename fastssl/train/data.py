@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
-from fastssl.data.loader import Batch, Loader
+from fastssl.data.engines.base import Batch, Loader
 
 
 def derive_seed(*parts: int | str) -> int:

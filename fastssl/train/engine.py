@@ -141,7 +141,12 @@ def choose_backend(config: PretrainConfig, transform: Any) -> BackendChoice:
     """
     kind = detect_source(config.data.path)
     return resolve_backend(
-        config.data.backend, kind, training_device(config), transform, config.data.path
+        config.data.backend,
+        kind,
+        training_device(config),
+        transform,
+        config.data.path,
+        config.data.label_key,
     )
 
 

@@ -1,6 +1,6 @@
 """Color and filter operations on a batch of images, each image with its own parameters.
 
-The batched engine of the torch backend (:mod:`fastssl.data.batched_views`) runs these after
+The batched engine of the torch backend (:mod:`fastssl.data.engines.batched`) runs these after
 collation when numba is not installed (with numba it runs the compiled equivalents of
 :mod:`fastssl.transforms.batched_kernels`, tested against these). They work in place, on
 float32 tensors of shape (N, 3, H, W) holding values on the uint8 scale [0, 255], with one

@@ -6,7 +6,7 @@ one image at a time: each function takes a (1, 3, H, W) contiguous float32 tenso
 elementwise step (the hue rotation alone takes about 35); a kernel does the whole
 operation in one loop that LLVM vectorizes, several times faster on a CPU.
 
-Used by :mod:`fastssl.data.batched_views` when numba is installed (``pip install numba``;
+Used by :mod:`fastssl.data.engines.batched` when numba is installed (``pip install numba``;
 it comes with the ``ffcv`` extra); :func:`available` tells. Compiled on first use, cached on
 disk (numba's ``cache=True``) in the user's cache folder, :func:`cache_dir` (never in the
 installed package, which may be read-only or shared), and compiled in the main process by

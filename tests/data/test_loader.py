@@ -13,14 +13,11 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from fastssl.data.batched_views import BatchedViewCollate
+from fastssl.data.engines.base import Batch, Loader, SourceKind
+from fastssl.data.engines.batched import BatchedViewCollate
+from fastssl.data.engines.ffcv import FFCVViews, ffcv_unsupported
 from fastssl.data.loader import (
-    Batch,
-    FFCVViews,
-    Loader,
-    SourceKind,
     detect_source,
-    ffcv_unsupported,
     make_loader,
     resolve_backend,
     view_specs_of,
@@ -206,7 +203,7 @@ def test_backend_choice_by_device_and_source(
     reason: str,
     fallback: bool,
 ) -> None:
-    monkeypatch.setattr("fastssl.dali.pipeline.dali_available", lambda: dali)
+    monkeypatch.setattr("fastssl.data.engines.dali.pipeline.dali_available", lambda: dali)
     choice = resolve_backend(backend, kind, device, transform)
     assert (choice.name, choice.fallback) == (name, fallback)
     assert reason in choice.reason
@@ -215,11 +212,11 @@ def test_backend_choice_by_device_and_source(
 def test_make_loader_auto_follows_the_device(
     sources: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("fastssl.dali.pipeline.dali_available", lambda: True)
+    monkeypatch.setattr("fastssl.data.engines.dali.pipeline.dali_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     loader = make_loader(sources["webdataset"], _transform(), batch_size=4, num_workers=0)
     assert loader.backend == "torch"  # no GPU: the batched torch engine, even with DALI
-    monkeypatch.setattr("fastssl.dali.pipeline.dali_available", lambda: False)
+    monkeypatch.setattr("fastssl.data.engines.dali.pipeline.dali_available", lambda: False)
     with pytest.warns(UserWarning, match="DALI is not installed"):
         loader = make_loader(
             sources["folder"], _transform(), batch_size=4, num_workers=0, device="cuda"

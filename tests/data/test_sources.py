@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import webdataset
+from PIL import Image
 from torch.utils.data import DataLoader
 
 from fastssl.cli import main
@@ -31,6 +33,8 @@ from fastssl.data import sources
 from fastssl.data.loader import detect_source, make_loader, resolve_backend
 from fastssl.data.sources import count_samples, expand_spec, resolve_shards
 from fastssl.data.webdataset_source import WebDatasetSource
+from fastssl.transforms.multi_view_transform import MultiViewTransform, ViewTransform
+from fastssl.transforms.view_spec import ViewSpec
 from tests.data.test_shards import index_image, read_index
 from tests.train._tiny import TINY
 
@@ -298,7 +302,48 @@ def test_dali_falls_back_to_torch_for_tars_it_cannot_read(tars: Path) -> None:
     for backend in ("auto", "dali"):
         choice = resolve_backend(backend, "webdataset", "cuda", None, str(tars))
         assert (choice.name, choice.fallback) == ("torch", True)
-        assert "no manifest" in choice.reason
+        assert "has no DALI index shard-000000.idx beside it" in choice.reason
+
+
+def _indexed(root: Path) -> Path:
+    """DALI index files beside the tars, written by DALI's own ``wds2idx``."""
+    tool = Path(sys.executable).with_name("wds2idx")
+    for tar in sorted(root.glob("*.tar")):
+        subprocess.run([str(tool), str(tar), str(tar.with_suffix(".idx"))], check=True)
+    return root
+
+
+@pytest.mark.dali
+@pytest.mark.parametrize("label", ["cls", "json"])
+def test_dali_reads_local_tars_with_index_files(tmp_path: Path, label: str) -> None:
+    pytest.importorskip("nvidia.dali")
+    root = _indexed(write_tars(tmp_path / "tars", label=label))
+    choice = resolve_backend("dali", "webdataset", "cpu", None, str(root))
+    if label == "json":  # no .cls member: DALI has no targets to read
+        assert (choice.name, choice.fallback) == ("torch", True)
+        assert "has no .cls member" in choice.reason
+        return
+    assert (choice.name, choice.fallback) == ("dali", False)
+    assert resolve_backend("dali", "webdataset", "cpu", None, str(root), "none").name == "torch"
+    spec = ViewSpec(crop_size=None, hf_prob=0.0, cj_prob=0.0, gray_prob=0.0, blur_prob=0.0)
+    spec = spec.replace(normalize_mean=None, normalize_std=None)
+    loader = make_loader(
+        str(root / PATTERN), MultiViewTransform([ViewTransform(spec)]), backend="dali",
+        batch_size=4, num_workers=1, drop_last=False, world_size=1, rank=0,
+    )  # fmt: skip
+    assert loader.backend == "dali" and len(loader) == N // 4
+    seen = {}
+    for views, targets, keys in loader:
+        for image, target, key in zip(views[0], targets.tolist(), keys, strict=True):
+            index = read_index(_to_pil(image))
+            assert key == f"img-{index:04d}" and target == index % 3
+            seen[index] = key
+    assert sorted(seen) == list(range(N))
+
+
+def _to_pil(image: torch.Tensor) -> Image.Image:
+    pixels = image.permute(1, 2, 0) * 255.0  # ToTensor's scale, unnormalized
+    return Image.fromarray(pixels.round().clamp(0, 255).byte().numpy())
 
 
 # --- what users run ---------------------------------------------------------------------------

@@ -231,7 +231,7 @@ def corrupt_image(shards_dir: Path, tmp_path: Path, request: pytest.FixtureReque
 
 
 def _lazy_transform() -> object:
-    from fastssl.data.batched_views import ViewDecoder
+    from fastssl.data.engines.batched import ViewDecoder
     from fastssl.transforms.view_spec import ViewSpec
 
     return ViewDecoder([ViewSpec(crop_size=4)])

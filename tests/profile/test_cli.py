@@ -13,8 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
+from fastssl import methods
 from fastssl.cli import main
-from fastssl.profile.cli import METHOD_TRANSFORMS, measure_loader, resolve_transform
+from fastssl.profile.cli import measure_loader, resolve_transform
+from fastssl.train.config import PretrainConfig
+from fastssl.train.engine import method_kwargs
 from fastssl.transforms.dino_transform import DINOTransform
 from fastssl.transforms.simclr_transform import SimCLRTransform
 
@@ -64,7 +67,7 @@ def test_measure_loader_rejects_an_empty_loader() -> None:
 
 def test_resolve_transform_by_method_and_by_class() -> None:
     simclr, origin = resolve_transform("simclr", 32)
-    assert isinstance(simclr, SimCLRTransform) and origin in ("method", "table")
+    assert isinstance(simclr, SimCLRTransform) and origin == "method"
     assert [spec.crop_size for spec in simclr.view_specs] == [32, 32]
     by_class, origin = resolve_transform("SimCLRTransform", 48)
     assert isinstance(by_class, SimCLRTransform) and origin == "class"
@@ -73,10 +76,16 @@ def test_resolve_transform_by_method_and_by_class() -> None:
     assert isinstance(dino, DINOTransform) and dino.view_specs[0].crop_size == 64
 
 
-@pytest.mark.parametrize("method", sorted(METHOD_TRANSFORMS))
-def test_every_method_resolves_to_its_transform_at_the_size(method: str) -> None:
-    transform, _ = resolve_transform(method, 64)
-    assert type(transform).__name__ == METHOD_TRANSFORMS[method][0]
+@pytest.mark.parametrize("method", methods.list_methods())
+def test_every_method_resolves_to_its_own_transform_at_the_size(method: str) -> None:
+    """``--loader-only --method M`` loads with what ``fastssl pretrain`` would run: the
+    method's own default transform (no table of transforms to drift from it)."""
+    transform, origin = resolve_transform(method, 64)
+    config = PretrainConfig(method=method)
+    config.data.input_size = 64
+    built = methods.get(method)(**method_kwargs(config)).default_transform()  # as pretrain
+    assert origin == "method" and type(transform) is type(built)
+    assert transform.view_specs == built.view_specs
     assert transform.view_specs[0].crop_size in (64, (64, 64))
 
 

@@ -186,7 +186,7 @@ def test_profile_measures_the_backend_pretrain_chooses(
     from fastssl.train.engine import choose_backend
     from fastssl.transforms.simclr_transform import SimCLRTransform
 
-    monkeypatch.setattr("fastssl.dali.pipeline.dali_available", lambda: True)
+    monkeypatch.setattr("fastssl.data.engines.dali.pipeline.dali_available", lambda: True)
     parser = argparse.ArgumentParser()
     pretrain_arguments(parser)
     recipe = str(ROOT / "pipelines" / "simclr.yaml")

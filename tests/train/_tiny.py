@@ -19,7 +19,8 @@ from torch import Tensor, nn
 
 from fastssl.loss.ntx_ent_loss import NTXentLoss
 from fastssl.methods.base import Method, OptimizerDefaults, StepInfo
-from fastssl.transforms.multi_view_transform import MultiViewTransform
+from fastssl.transforms.multi_view_transform import MultiViewTransform, ViewTransform
+from fastssl.transforms.view_spec import ViewSpec
 
 TINY = "tests.train._tiny:TinyMethod"
 
@@ -38,6 +39,7 @@ class TinyMethod(Method):
         input_size: int = 8,
         random_aug: bool = False,
         nan_at_step: int = -1,
+        spec_views: bool = False,
     ) -> None:
         net = nn.Sequential(
             nn.Conv2d(3, 8, 3, padding=1, bias=False),
@@ -51,6 +53,7 @@ class TinyMethod(Method):
         self.criterion = NTXentLoss(temperature=0.5, gather_distributed=True)
         self.random_aug = random_aug
         self.nan_at_step = nan_at_step
+        self.spec_views = spec_views
 
     def training_step(self, views: Sequence[Tensor], info: StepInfo = StepInfo()) -> Tensor:  # noqa: B008
         z0, z1 = (self.head(self.backbone(v)) for v in views[:2])
@@ -61,6 +64,9 @@ class TinyMethod(Method):
 
     def default_transform(self) -> Any:
         size = self.input_size
+        if self.spec_views:  # ViewSpecs: what every engine (DALI too) can run
+            spec = ViewSpec(crop_size=size, crop_scale=(0.3, 1.0), cj_prob=0.0, gray_prob=0.0)
+            return MultiViewTransform([ViewTransform(spec), ViewTransform(spec)])
         if self.random_aug:
             first: Any = T.Compose([T.RandomResizedCrop(size, scale=(0.3, 1.0)), T.ToTensor()])
         else:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import io
 import json
 import os
 import subprocess
@@ -10,11 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from fastssl.cli import main
 from fastssl.train.checkpoint import method_state_dict, read_checkpoint
 from fastssl.train.config import PretrainConfig
 from tests.train._tiny import TINY, make_folder
+
+HAS_DALI = importlib.util.find_spec("nvidia.dali") is not None
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = sorted((ROOT / "pipelines").glob("*.yaml"))
@@ -39,12 +44,13 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_folder(tmp_path_factory.mktemp("images"), n=16, size=40)
 
 
-def _recipe(tmp_path: Path) -> Path:
+def _recipe(tmp_path: Path, **method_kwargs: object) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(
         yaml.safe_dump(
             {
                 "method": TINY,
+                "method_kwargs": method_kwargs,
                 "data": {"input_size": 8, "num_workers": 0, "batch_size": 8},
                 "trainer": {"accelerator": "cpu", "log_every_n_steps": 1},
             }
@@ -295,17 +301,30 @@ def test_slurm_requeues_into_the_output_folder(
     assert Path(trainer.default_root_dir) == tmp_path
 
 
+@pytest.mark.parametrize(
+    "backend",
+    ["torch", pytest.param("dali", marks=pytest.mark.skipif(not HAS_DALI, reason="no DALI"))],
+)
 def test_unreadable_images_are_counted_in_the_summary(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], backend: str
 ) -> None:
-    images = make_folder(tmp_path / "images", n=16, size=12)
-    jpegs = sorted(images.rglob("*.png"))
-    jpegs[2].write_bytes(jpegs[2].read_bytes()[:40])  # truncated
-    jpegs[5].write_bytes(b"")  # zero bytes
+    """A folder with a truncated JPEG, a truncated PNG and an empty file trains under every
+    backend that reads folders (FFCV reads a .beton, whose conversion skips such files:
+    tests/data/test_shards.py)."""
+    images = make_folder(tmp_path / "images", n=15, size=12)  # + cut.jpg: two full batches
+    pngs = sorted(images.rglob("*.png"))
+    pngs[2].write_bytes(pngs[2].read_bytes()[:40])  # truncated
+    pngs[5].write_bytes(b"")  # zero bytes
+    jpeg = io.BytesIO()
+    Image.open(pngs[7]).save(jpeg, format="JPEG")
+    (images / "class0" / "cut.jpg").write_bytes(jpeg.getvalue()[: len(jpeg.getvalue()) // 2])
     out = tmp_path / "out"
-    args = ["pretrain", str(_recipe(tmp_path)), "--data", str(images), "--max-epochs", "1"]
-    # Two loader workers meet the files (and warn in their own processes).
-    assert main([*args, "--out", str(out), "--set", "data.num_workers=2"]) == 0
+    recipe = _recipe(tmp_path, spec_views=True)
+    args = ["pretrain", str(recipe), "--data", str(images), "--max-epochs", "1"]
+    # Two loader workers (torch) or threads (DALI) meet the files.
+    extra = ["--set", "data.num_workers=2", "--backend", backend]
+    assert main([*args, "--out", str(out), *extra]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["unreadable_images"] == 2
-    assert "2 unreadable images were replaced" in capsys.readouterr().out
+    assert summary["data_backend"] == backend
+    assert summary["unreadable_images"] == 3
+    assert "3 unreadable images were replaced" in capsys.readouterr().out

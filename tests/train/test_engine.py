@@ -349,7 +349,7 @@ def test_backend_fallback_is_announced(
     images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gpu = _config(images, tmp_path, "trainer.accelerator=gpu")
-    monkeypatch.setattr("fastssl.dali.pipeline.dali_available", lambda: False)
+    monkeypatch.setattr("fastssl.data.engines.dali.pipeline.dali_available", lambda: False)
     choice = engine.choose_backend(gpu, SimCLRTransform(input_size=8))
     assert (choice.name, choice.fallback) == ("torch", True)
     assert "DALI is not installed" in choice.reason

@@ -8,8 +8,8 @@ both. DALI itself is imported only when a pipeline is built.
 
 from __future__ import annotations
 
-from fastssl.dali.iterator import DaliBatches
-from fastssl.dali.pipeline import (
+from fastssl.data.engines.dali.iterator import DaliBatches
+from fastssl.data.engines.dali.pipeline import (
     ReaderSpec,
     build_pipeline,
     dali_available,

@@ -56,6 +56,7 @@ from fastssl.data.manifest import (
     read_manifest,
     shard_path,
 )
+from fastssl.data.sources import ShardSpec, expand_spec, is_remote, is_shard_spec
 from fastssl.transforms.view_spec import ViewSpec
 
 # Extensions the WebDataset reader treats as the image member (DALI decodes all of them).
@@ -102,6 +103,8 @@ class ReaderSpec:
         files: Absolute image paths (folder).
         targets: Class index of every file (folder).
         names: Key of every file: its path relative to the folder, as LightlyDataset names it.
+        labels: What the reader outputs as ``index`` for each file (default: its position),
+            so an epoch's own order (a sublist of the folder's files) maps back.
         tars: Shard paths (webdataset).
         indexes: DALI index path of every shard (webdataset).
         num_samples: Samples in the whole source.
@@ -112,6 +115,7 @@ class ReaderSpec:
     files: tuple[str, ...] = field(default=(), repr=False)
     targets: tuple[int, ...] = field(default=(), repr=False)
     names: tuple[str, ...] = field(default=(), repr=False)
+    labels: tuple[int, ...] = field(default=(), repr=False)
     tars: tuple[str, ...] = ()
     indexes: tuple[str, ...] = ()
 
@@ -132,27 +136,88 @@ def folder_reader(root: str | os.PathLike[str]) -> ReaderSpec:
     )
 
 
-def webdataset_reader(root: str | os.PathLike[str]) -> ReaderSpec:
-    """Reads the manifest of a ``fastssl shards`` WebDataset output.
+def webdataset_reader(source: ShardSpec) -> ReaderSpec:
+    """What DALI's WebDataset reader reads: a ``fastssl shards`` folder (its manifest), or
+    local tars each with a DALI index beside it (``NAME.idx``, as DALI's ``wds2idx`` writes).
 
     Raises:
-        FileNotFoundError: When there is no manifest.
+        FileNotFoundError: When a local path does not exist.
         ManifestError: When the manifest is damaged, or a shard or its DALI index is missing.
         UnsafeShardError: When a listed file lies outside the folder or is not a regular file.
+        ValueError: When DALI cannot read these tars (:func:`dali_cannot_read` says why).
     """
-    root = os.fspath(root)
-    manifest = read_manifest(root)
-    where = os.path.join(root, MANIFEST_NAME)
-    check_webdataset_manifest(manifest, where, verify=False)
-    shards = manifest["shards"]
-    tars = tuple(shard_path(root, where, i, shard["file"]) for i, shard in enumerate(shards))
-    indexes = tuple(shard_path(root, where, i, shard["index"]) for i, shard in enumerate(shards))
-    return ReaderSpec(
-        kind="webdataset",
-        num_samples=int(manifest["num_samples"]),
-        tars=tars,
-        indexes=indexes,
-    )
+    if isinstance(source, str | os.PathLike) and not is_shard_spec(source):
+        root = os.fspath(source)
+        manifest = read_manifest(root)
+        where = os.path.join(root, MANIFEST_NAME)
+        check_webdataset_manifest(manifest, where, verify=False)
+        shards = manifest["shards"]
+        tars = tuple(shard_path(root, where, i, shard["file"]) for i, shard in enumerate(shards))
+        indexes = tuple(
+            shard_path(root, where, i, shard["index"]) for i, shard in enumerate(shards)
+        )
+        return ReaderSpec(
+            kind="webdataset", num_samples=int(manifest["num_samples"]), tars=tars, indexes=indexes
+        )
+    reason = dali_cannot_read(source)
+    if reason is not None:
+        raise ValueError(f"DALI cannot read {source!r}: {reason}; use backend='torch'")
+    tars = tuple(expand_spec(source))
+    indexes = tuple(_index_of(tar) for tar in tars)
+    counts = [len(_indexed_samples(index)) for index in indexes]
+    return ReaderSpec(kind="webdataset", num_samples=sum(counts), tars=tars, indexes=indexes)
+
+
+def dali_cannot_read(source: ShardSpec, label_key: str = "cls") -> str | None:
+    """Why DALI's WebDataset reader cannot read the tars ``source`` names, or None.
+
+    DALI reads local tars through index files; it needs every sample to hold an image in a
+    format it decodes and, for targets, a ``.cls`` member (``label_key="cls"``). A
+    ``fastssl shards`` folder always qualifies.
+
+    Args:
+        source: A shard spec (:mod:`fastssl.data.sources`) or a ``fastssl shards`` folder.
+        label_key: Where targets come from (``data.label_key``).
+    """
+    if label_key != "cls":
+        return f"data.label_key={label_key!r} (DALI reads targets from .cls members)"
+    if isinstance(source, str | os.PathLike) and not is_shard_spec(source):
+        return None
+    try:
+        tars = expand_spec(source)
+    except (OSError, ValueError) as error:
+        return str(error)
+    for tar in tars:
+        if is_remote(tar) or not tar.endswith(".tar"):
+            return f"{tar} is not a local .tar file"
+        index = _index_of(tar)
+        if not os.path.isfile(index):
+            return f"{tar} has no DALI index {os.path.basename(index)} beside it"
+        for key, extensions in _indexed_samples(index).items():
+            if not extensions & set(DALI_IMAGE_EXTENSIONS):
+                return f"sample {key!r} of {tar} has no image DALI decodes ({sorted(extensions)})"
+            if "cls" not in extensions:
+                return f"sample {key!r} of {tar} has no .cls member"
+    return None
+
+
+def _index_of(tar: str) -> str:
+    return tar[: -len(".tar")] + ".idx"
+
+
+def _indexed_samples(index: str) -> dict[str, set[str]]:
+    """Sample key -> member extensions, from a DALI index (``v1.2 N`` then, per sample,
+    ``ext offset size name`` groups)."""
+    samples: dict[str, set[str]] = {}
+    with open(index) as handle:
+        header = handle.readline().split()
+        if len(header) != 2 or not header[0].startswith("v"):
+            raise ValueError(f"{index} is not a DALI index (first line {' '.join(header)!r})")
+        for line in handle:
+            fields = line.split()
+            for ext, name in zip(fields[0::4], fields[3::4], strict=False):
+                samples.setdefault(name.split(".", 1)[0], set()).add(ext)
+    return samples
 
 
 def output_names(num_views: int, kind: str) -> list[str]:
@@ -234,9 +299,8 @@ def build_pipeline(
         }
         extras: list[Any]
         if reader.kind == "folder":
-            encoded, index = fn.readers.file(
-                files=list(reader.files), labels=list(range(reader.num_samples)), **common
-            )
+            labels = list(reader.labels or range(reader.num_samples))
+            encoded, index = fn.readers.file(files=list(reader.files), labels=labels, **common)
             extras = [fn.cast(index, dtype=types.INT64)]
         else:
             encoded, cls = fn.readers.webdataset(

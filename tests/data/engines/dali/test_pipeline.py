@@ -24,7 +24,7 @@ from fastssl.transforms.view_spec import ViewSpec
 
 pytest.importorskip("nvidia.dali")
 
-from fastssl.dali.pipeline import (
+from fastssl.data.engines.dali.pipeline import (
     _jitter_groups,
     _jitter_orders,
     build_pipeline,

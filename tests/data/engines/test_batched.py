@@ -29,7 +29,8 @@ from torchvision import transforms as T
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from fastssl.data.batched_views import (
+from fastssl.data.dataset import LightlyDataset, UnreadableImageError, open_image
+from fastssl.data.engines.batched import (
     BatchedViewCollate,
     DecodedViews,
     ViewDecoder,
@@ -38,7 +39,6 @@ from fastssl.data.batched_views import (
     draw_view_params,
     random_resized_crop_box,
 )
-from fastssl.data.dataset import LightlyDataset, UnreadableImageError, open_image
 from fastssl.transforms import batched_kernels
 from fastssl.transforms.gaussian_blur import gaussian_blur
 from fastssl.transforms.view_spec import ViewSpec
