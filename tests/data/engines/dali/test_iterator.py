@@ -114,5 +114,5 @@ def test_bad_files_are_replaced_and_counted(tmp_path: Path, bad: list[str]) -> N
 
 def test_strict_raises_naming_the_file(tmp_path: Path) -> None:
     root = _folder(tmp_path / "images", ["truncated"])
-    with pytest.raises(UnreadableImageError, match="truncated.jpg"):
+    with pytest.raises(UnreadableImageError, match=r"truncated\.jpg"):
         _keys(root, "dali", epochs=1, strict=True)
