@@ -8,6 +8,10 @@ and the backward pass equal batch normalization over the concatenated batch (Iof
 Szegedy 2015, "Batch Normalization"; synchronized across devices as in MegDet, Peng et
 al. 2018). Outside distributed use it is plain batch normalization.
 
+The opposite also lives here: :class:`SplitBatchNorm` simulates the per-device statistics
+of a multi-GPU run on one device (LightlySSL's ``lightly.models.batchnorm``), and
+:func:`get_norm_layer` picks it or ``BatchNorm2d``.
+
 Example:
     >>> import torchvision
     >>> model = convert_sync_batchnorm(torchvision.models.resnet18())
@@ -17,6 +21,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from pytorch_lightning.plugins import LayerSync
@@ -139,7 +144,9 @@ def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
     """
 
     def swap(m: nn.Module) -> nn.Module | None:
-        if not isinstance(m, _BatchNorm) or isinstance(m, SyncBatchNorm):
+        # A SplitBatchNorm already simulates several devices; its per-split statistics
+        # have no counterpart in a synchronized batch norm.
+        if not isinstance(m, _BatchNorm) or isinstance(m, SyncBatchNorm | SplitBatchNorm):
             return None
         synced = _copy_norm(m, SyncBatchNorm)
         synced.original_class = type(m)  # type: ignore[assignment]
@@ -174,9 +181,137 @@ class SyncBatchNormPlugin(LayerSync):
         return revert_sync_batchnorm(model)
 
 
+class SplitBatchNorm(nn.BatchNorm2d):
+    """Batch norm over ``num_splits`` sub-batches, to simulate multi-GPU training on one device.
+
+    With batch norm, a model trained on k GPUs normalizes each GPU's share of the batch
+    with that share's statistics. MoCo (He et al. 2020, "Momentum Contrast for
+    Unsupervised Visual Representation Learning", https://arxiv.org/abs/1911.05722) relies
+    on this: it shuffles the batch across GPUs so that the batch statistics cannot leak
+    which key belongs to which query. This layer reproduces the k-GPU behaviour on one
+    device, as in cifar10-fast (https://github.com/davidcpage/cifar10-fast) and
+    LightlySSL.
+
+    Sample ``i`` belongs to split ``i % num_splits``. The batch is viewed as
+    (B / num_splits, num_splits * C, H, W), so one ``batch_norm`` call normalizes every
+    split with its own statistics and updates its own running statistics (split ``k`` in
+    ``running_mean[k * C:(k + 1) * C]``). Switching from training to evaluation
+    (``.eval()`` / ``.train(False)``) replaces every split's running statistics by their
+    mean over the splits; evaluation then uses them like ``BatchNorm2d``.
+
+    Same buffers (running statistics of length ``num_splits * C``) and parameters (length
+    ``C``) as LightlySSL 1.6's class, so checkpoints load either way. Differences: with
+    ``momentum=None`` the running statistics are a cumulative average as in
+    ``BatchNorm2d`` (LightlySSL leaves them unchanged), ``num_batches_tracked`` counts the
+    training batches, ``affine=False`` works, and ``track_running_stats=False`` keeps no
+    running statistics (as in ``BatchNorm2d``).
+
+    Args:
+        num_features: Number of channels C.
+        num_splits: Number of simulated devices, >= 1; the batch size must be a multiple.
+        **kw: Further ``BatchNorm2d`` arguments (``eps``, ``momentum``, ``affine``,
+            ``track_running_stats``, ``device``, ``dtype``).
+
+    Shapes:
+        (B, C, H, W) -> (B, C, H, W).
+
+    Example:
+        >>> bn = SplitBatchNorm(4, num_splits=2)
+        >>> bn(torch.randn(6, 4, 3, 3)).shape
+        torch.Size([6, 4, 3, 3])
+    """
+
+    def __init__(self, num_features: int, num_splits: int, **kw: Any) -> None:
+        if num_splits < 1:
+            raise ValueError(f"SplitBatchNorm: 'num_splits' must be >= 1, got {num_splits}.")
+        super().__init__(num_features, **kw)
+        self.num_splits = num_splits
+        if self.running_mean is not None and self.running_var is not None:
+            self.running_mean = self.running_mean.repeat(num_splits)
+            self.running_var = self.running_var.repeat(num_splits)
+
+    def train(self, mode: bool = True) -> SplitBatchNorm:
+        """Sets the mode; leaving training averages the running statistics over the splits."""
+        if self.training and not mode:
+            with torch.no_grad():
+                for stats in (self.running_mean, self.running_var):
+                    if stats is not None:
+                        mean = stats.view(self.num_splits, -1).mean(dim=0)
+                        stats.copy_(mean.repeat(self.num_splits))
+        super().train(mode)
+        return self
+
+    def forward(self, input: Tensor) -> Tensor:
+        """Normalizes (B, C, H, W) per split in training, with running statistics otherwise."""
+        if input.dim() != 4:
+            raise ValueError(
+                f"SplitBatchNorm: expected a 4-D input (B, C, H, W), got {input.dim()}-D."
+            )
+        n, c, h, w = input.shape
+        if not self.training and self.track_running_stats:
+            # Every split holds the same (averaged) statistics after train(False).
+            assert self.running_mean is not None and self.running_var is not None
+            return nn.functional.batch_norm(
+                input,
+                self.running_mean[:c],
+                self.running_var[:c],
+                self.weight,
+                self.bias,
+                training=False,
+                eps=self.eps,
+            )
+        if n % self.num_splits:
+            raise ValueError(
+                f"SplitBatchNorm: the batch size ({n}) must be a multiple of 'num_splits' "
+                f"({self.num_splits})."
+            )
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats:
+            assert self.num_batches_tracked is not None
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:  # cumulative moving average
+                momentum = 1.0 / float(self.num_batches_tracked)
+        splits = self.num_splits
+        weight = None if self.weight is None else self.weight.repeat(splits)
+        bias = None if self.bias is None else self.bias.repeat(splits)
+        out = nn.functional.batch_norm(
+            input.reshape(n // splits, splits * c, h, w),
+            self.running_mean,
+            self.running_var,
+            weight,
+            bias,
+            training=True,
+            momentum=momentum,
+            eps=self.eps,
+        )
+        return out.reshape(n, c, h, w)
+
+
+def get_norm_layer(num_features: int, num_splits: int, **kw: Any) -> nn.Module:
+    """A :class:`SplitBatchNorm` if ``num_splits > 0``, else a ``BatchNorm2d``.
+
+    Args:
+        num_features: Number of channels.
+        num_splits: Simulated devices; 0 for plain batch norm.
+        **kw: Further ``BatchNorm2d`` arguments, passed on (LightlySSL 1.6 drops them).
+
+    Returns:
+        The normalization layer.
+
+    Example:
+        >>> type(get_norm_layer(8, num_splits=0)).__name__
+        'BatchNorm2d'
+    """
+    if num_splits > 0:
+        return SplitBatchNorm(num_features, num_splits, **kw)
+    return nn.BatchNorm2d(num_features, **kw)
+
+
 __all__ = [
+    "SplitBatchNorm",
     "SyncBatchNorm",
     "SyncBatchNormPlugin",
     "convert_sync_batchnorm",
+    "get_norm_layer",
     "revert_sync_batchnorm",
 ]

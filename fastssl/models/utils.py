@@ -24,9 +24,16 @@ Example:
 
 from __future__ import annotations
 
+from fastssl.models._utils.blocks import (
+    add_stochastic_depth_to_blocks,
+    get_named_leaf_modules,
+    update_drop_path_rate,
+)
 from fastssl.models._utils.masking import (
     random_block_mask,
     random_block_mask_image,
+    random_grid_token_mask,
+    random_inverse_block_mask,
     random_prefix_mask,
     random_token_mask,
 )
@@ -57,28 +64,40 @@ from fastssl.models._utils.shuffle import (
     concat_all_gather,
 )
 from fastssl.models._utils.similarity import (
+    _mask_reduce,
+    _mask_reduce_batched,
     most_similar_index,
     nearest_neighbors,
     pool_masked,
     select_most_similar,
 )
 from fastssl.models._utils.tokens import (
+    apply_masks,
     expand_index_like,
     get_at_index,
     mask_at_index,
     mask_bool,
     patchify,
     prepend_class_token,
+    repeat_interleave_batch,
     repeat_token,
     set_at_index,
     unpatchify,
 )
 from fastssl.models._utils.weight_decay import NORM_LAYERS, get_weight_decay_parameters
 
+# LightlySSL's private name of the same tuple, for code that imports it.
+_NORM_LAYERS = NORM_LAYERS
+
 __all__ = [
     "NORM_LAYERS",
+    "_NORM_LAYERS",
+    "_mask_reduce",
+    "_mask_reduce_batched",
     "_no_grad_trunc_normal",
     "activate_requires_grad",
+    "add_stochastic_depth_to_blocks",
+    "apply_masks",
     "batch_shuffle",
     "batch_shuffle_distributed",
     "batch_unshuffle",
@@ -92,6 +111,7 @@ __all__ = [
     "get_2d_sine_cosine_positional_embedding",
     "get_2d_sine_cosine_positional_embedding_from_grid",
     "get_at_index",
+    "get_named_leaf_modules",
     "get_weight_decay_parameters",
     "initialize_2d_sine_cosine_positional_embedding",
     "initialize_learnable_positional_embedding",
@@ -108,11 +128,15 @@ __all__ = [
     "prepend_class_token",
     "random_block_mask",
     "random_block_mask_image",
+    "random_grid_token_mask",
+    "random_inverse_block_mask",
     "random_prefix_mask",
     "random_token_mask",
+    "repeat_interleave_batch",
     "repeat_token",
     "select_most_similar",
     "set_at_index",
     "unpatchify",
+    "update_drop_path_rate",
     "update_momentum",
 ]

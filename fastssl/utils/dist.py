@@ -25,6 +25,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import torch
 import torch.distributed as torch_dist
+from torch.autograd.function import FunctionCtx
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -88,6 +89,40 @@ def gather(input: torch.Tensor) -> tuple[torch.Tensor, ...]:
     if not is_distributed():
         return (input,)
     return tuple(gather_cat(input).chunk(world_size(), dim=0))
+
+
+class GatherLayer(torch.autograd.Function):
+    """Differentiable all-gather as an autograd function (LightlySSL's ``GatherLayer``).
+
+    ``GatherLayer.apply(x)`` returns a tuple of ``world_size`` tensors shaped like ``x``,
+    ordered by rank. In the backward pass the gradients that every process computed for
+    all gathered tensors are summed over processes and each process keeps the sum for its
+    own tensor, which is the gradient full-batch training would give it (the scheme of
+    SimCLR's distributed implementation, also used by solo-learn).
+
+    :func:`gather` gives the same values and gradients through PyTorch's functional
+    collectives (traceable by ``torch.compile``); this class exists for code written
+    against LightlySSL that calls ``GatherLayer.apply`` directly. Without a process group
+    it returns ``(x,)`` and passes the gradient through.
+
+    Example:
+        >>> x = torch.randn(4, 8, requires_grad=True)
+        >>> parts = GatherLayer.apply(x)  # world_size tensors of shape (4, 8)
+        >>> len(parts)
+        1
+    """
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, input: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        # Autograd is off inside forward: gather_cat only moves the data here, and the
+        # gradient rule is the backward below.
+        return tuple(gather_cat(input).chunk(world_size(), dim=0))
+
+    @staticmethod
+    def backward(ctx: FunctionCtx, *grads: torch.Tensor) -> torch.Tensor:
+        # grads[r] is this process's gradient for rank r's tensor; summing the stack over
+        # processes and keeping row `rank` is a reduce-scatter done as one all-reduce.
+        return all_reduce_sum(torch.stack(grads))[rank()]
 
 
 def all_reduce_sum(input: torch.Tensor) -> torch.Tensor:

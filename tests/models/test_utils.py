@@ -651,3 +651,274 @@ def test_every_public_helper_is_reexported() -> None:
         assert public <= set(utils.__all__), sorted(public - set(utils.__all__))
     for name in utils.__all__:
         assert getattr(utils, name) is not None
+
+
+# ------------------------------------------------------------------------------------------
+# Grid and inverse-block masks (Pixio, CAPI)
+# ------------------------------------------------------------------------------------------
+
+
+def _check_split(keep: torch.Tensor, mask: torch.Tensor, seq: int, prefix: int) -> None:
+    """Every row: prefix tokens first in keep, keep + mask is a permutation of all tokens."""
+    assert keep.dtype == mask.dtype == torch.int64
+    for row_keep, row_mask in zip(keep.tolist(), mask.tolist(), strict=True):
+        assert row_keep[:prefix] == list(range(prefix))
+        assert sorted(row_keep + row_mask) == list(range(seq))
+
+
+@pytest.mark.parametrize(
+    ("side", "grid", "prefix", "ratio"),
+    [(8, 4, 1, 0.75), (8, 2, 0, 0.5), (12, 3, 2, 0.6), (4, 4, 1, 0.0), (4, 2, 1, 1.0)],
+)
+def test_random_grid_token_mask(side: int, grid: int, prefix: int, ratio: float) -> None:
+    size = (6, prefix + side * side)
+    torch.manual_seed(3)
+    keep, mask = utils.random_grid_token_mask(size, ratio, grid, prefix)
+    torch.manual_seed(3)
+    keep_ref, mask_ref = lightly_utils.random_grid_token_mask(size, ratio, grid, prefix)
+    assert torch.equal(keep, keep_ref) and torch.equal(mask, mask_ref)
+    num_cells = (side // grid) ** 2
+    num_keep = int(num_cells * (1 - ratio)) * grid * grid
+    assert keep.shape == (6, prefix + num_keep) and mask.shape == (6, side * side - num_keep)
+    _check_split(keep, mask, size[1], prefix)
+    # Whole cells are kept or masked: map every patch to its cell.
+    rows, cols = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    cell_of = ((rows // grid) * (side // grid) + cols // grid).flatten()
+    for row_keep in keep[:, prefix:]:
+        cells = cell_of[row_keep - prefix].unique()
+        assert len(cells) * grid * grid == num_keep
+    g = [torch.Generator().manual_seed(5) for _ in range(2)]
+    a = utils.random_grid_token_mask(size, ratio, grid, prefix, generator=g[0])
+    b = utils.random_grid_token_mask(size, ratio, grid, prefix, generator=g[1])
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_random_grid_token_mask_is_uniform_over_cells() -> None:
+    keep, _ = utils.random_grid_token_mask(
+        (4000, 1 + 64), 0.75, 4, 1, generator=torch.Generator().manual_seed(0)
+    )
+    cells = ((keep[:, 1:] - 1) // 8 // 4) * 2 + ((keep[:, 1:] - 1) % 8) // 4  # 2x2 cells
+    frequency = torch.bincount(cells[:, 0], minlength=4) / 4000  # one kept cell per row
+    torch.testing.assert_close(frequency, torch.full((4,), 0.25), atol=0.03, rtol=0)
+
+
+def test_random_grid_token_mask_errors() -> None:
+    with pytest.raises(ValueError, match="greater than num_prefix_tokens"):
+        utils.random_grid_token_mask((2, 1), num_prefix_tokens=1)
+    with pytest.raises(ValueError, match="perfect square"):
+        utils.random_grid_token_mask((2, 1 + 15))
+    with pytest.raises(ValueError, match=r"divisible by 'grid_size' \(4\)"):
+        utils.random_grid_token_mask((2, 1 + 36), grid_size=4)
+    with pytest.raises(ValueError, match=r"'mask_ratio' must be in \[0, 1\]"):
+        utils.random_grid_token_mask((2, 1 + 16), mask_ratio=1.2)
+
+
+@pytest.mark.parametrize(
+    ("side", "prefix", "ratio", "min_aspect", "max_aspect", "roll"),
+    [
+        (14, 1, 0.65, 0.5, None, True),
+        (8, 0, 0.5, 0.3, None, False),
+        (8, 2, 0.9, 0.5, 4.0, True),
+        (6, 1, 0.0, 0.5, None, True),
+        (6, 1, 1.0, 0.5, None, True),
+    ],
+)
+def test_random_inverse_block_mask(
+    side: int, prefix: int, ratio: float, min_aspect: float, max_aspect: float | None, roll: bool
+) -> None:
+    size = (6, prefix + side * side)
+    args = (ratio, prefix, min_aspect, max_aspect, roll)
+    torch.manual_seed(7)
+    keep, mask = utils.random_inverse_block_mask(size, *args)
+    torch.manual_seed(7)
+    keep_ref, mask_ref = lightly_utils.random_inverse_block_mask(size, *args)
+    assert torch.equal(keep, keep_ref) and torch.equal(mask, mask_ref)
+    num_masked = int(side * side * ratio)
+    assert keep.shape == (6, prefix + side * side - num_masked)
+    assert mask.shape == (6, num_masked)
+    _check_split(keep, mask, size[1], prefix)
+    assert torch.equal(keep[:, prefix:], keep[:, prefix:].sort(dim=1).values)
+    g = [torch.Generator().manual_seed(5) for _ in range(2)]
+    a = utils.random_inverse_block_mask(size, *args, generator=g[0])
+    b = utils.random_inverse_block_mask(size, *args, generator=g[1])
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_random_inverse_block_mask_is_a_block_without_roll() -> None:
+    """Unrolled, the visible patches are the first ones, row by row, of a rectangle whose
+    aspect ratio lies in the allowed range."""
+    side, num_visible = 10, 30
+    keep, _ = utils.random_inverse_block_mask(
+        (200, side * side), mask_ratio=0.7, num_prefix_tokens=0, roll=False,
+        min_aspect=0.5, generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    heights = []
+    for row in keep:
+        r, c = row // side, row % side
+        top, left = int(r.min()), int(c.min())
+        height, width = int(r.max()) - top + 1, int(c.max()) - left + 1
+        block = [(top + i // width) * side + left + i % width for i in range(num_visible)]
+        assert row.tolist() == sorted(block)
+        heights.append(height)
+        assert height * width >= num_visible
+    # Aspect ratios in [0.5, 2] give heights between 4 and 8 for 30 patches; both ways occur.
+    assert 4 <= min(heights) < max(heights) <= 8
+
+
+def test_random_inverse_block_mask_roll_covers_every_position() -> None:
+    keep, _ = utils.random_inverse_block_mask(
+        (3000, 1 + 64), mask_ratio=0.75, generator=torch.Generator().manual_seed(0)
+    )
+    frequency = torch.bincount(keep[:, 1:].flatten() - 1, minlength=64) / 3000
+    torch.testing.assert_close(frequency, torch.full((64,), 0.25), atol=0.04, rtol=0)
+
+
+def test_random_inverse_block_mask_errors() -> None:
+    with pytest.raises(ValueError, match="perfect square"):
+        utils.random_inverse_block_mask((2, 1 + 10))
+    with pytest.raises(ValueError, match="greater than num_prefix_tokens"):
+        utils.random_inverse_block_mask((2, 2), num_prefix_tokens=2)
+
+
+# ------------------------------------------------------------------------------------------
+# I-JEPA token helpers
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("num_masks", [0, 1, 3])
+def test_apply_masks(num_masks: int) -> None:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 10, 6, generator=generator)
+    # The first mask differs per sample, the others are shared by the batch.
+    per_sample = torch.stack([torch.randperm(10, generator=generator)[:5] for _ in range(4)])
+    shared = [torch.randperm(10, generator=generator)[:5].expand(4, -1) for _ in range(2)]
+    masks = [per_sample, *shared]
+    arg: torch.Tensor | list[torch.Tensor] = masks[0] if num_masks == 0 else masks[:num_masks]
+    x_ours, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out = utils.apply_masks(x_ours, arg)
+    ref = lightly_utils.apply_masks(x_ref, arg)
+    assert out.shape == (4 * max(num_masks, 1), 5, 6)
+    assert torch.equal(out, ref)
+    expected = torch.cat(
+        [torch.stack([x[b, m[b]] for b in range(4)]) for m in masks[: max(num_masks, 1)]]
+    )
+    assert torch.equal(out, expected)
+    weight = torch.randn(out.shape, generator=generator)
+    (out * weight).sum().backward()
+    (ref * weight).sum().backward()
+    torch.testing.assert_close(x_ours.grad, x_ref.grad)
+    with pytest.raises(ValueError, match="at least one mask"):
+        utils.apply_masks(x, [])
+
+
+@pytest.mark.parametrize(("n", "batch", "repeat"), [(6, 2, 3), (6, 3, 1), (7, 2, 2), (4, 4, 2)])
+def test_repeat_interleave_batch(n: int, batch: int, repeat: int) -> None:
+    x = torch.arange(n * 2.0).view(n, 2)
+    out = utils.repeat_interleave_batch(x, batch, repeat)
+    assert torch.equal(out, lightly_utils.repeat_interleave_batch(x, batch, repeat))
+    chunks = [x[i * batch : (i + 1) * batch] for i in range(n // batch)]
+    assert torch.equal(out, torch.cat([c for c in chunks for _ in range(repeat)]))
+
+
+@pytest.mark.parametrize("reduce", ["mean", "sum", "amax", "amin", "prod"])
+def test_private_mask_reduce_matches_lightly(reduce: str) -> None:
+    torch.manual_seed(0)
+    source, mask = torch.randn(2, 3, 4, 5), torch.randint(0, 3, (2, 4, 5))
+    out = utils._mask_reduce_batched(source, mask, 4, reduce)
+    torch.testing.assert_close(
+        out, lightly_utils._mask_reduce_batched(source, mask, 4, reduce), rtol=1e-5, atol=1e-6
+    )
+    torch.testing.assert_close(
+        utils._mask_reduce(source[1], mask[1], 4, reduce),
+        lightly_utils._mask_reduce(source[1], mask[1], 4, reduce),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    with pytest.raises(ValueError, match=r"\(C, H, W\)"):
+        utils._mask_reduce(source, mask, 4, reduce)
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        utils._mask_reduce_batched(source[0], mask[0], 4, reduce)
+
+
+# ------------------------------------------------------------------------------------------
+# Leaf modules and stochastic depth
+# ------------------------------------------------------------------------------------------
+
+
+def _tiny_torchvision_vit() -> nn.Module:
+    from torchvision.models import VisionTransformer
+
+    return VisionTransformer(16, 8, num_layers=2, num_heads=2, hidden_dim=8, mlp_dim=16)
+
+
+def test_get_named_leaf_modules_and_norm_layers() -> None:
+    model = _tiny_torchvision_vit()
+    ours = utils.get_named_leaf_modules(model)
+    ref = lightly_utils.get_named_leaf_modules(model)
+    assert list(ours) == list(ref)
+    assert all(ours[name] is ref[name] for name in ref)
+    assert "encoder.layers.encoder_layer_0.mlp.0" in ours and "encoder" not in ours
+    assert utils.get_named_leaf_modules(nn.ReLU()).keys() == {""}
+    assert utils._NORM_LAYERS == lightly_utils._NORM_LAYERS
+
+
+@pytest.mark.parametrize(("prob", "mode"), [(0.0, "row"), (0.5, "row"), (1.0, "batch")])
+def test_add_stochastic_depth_to_blocks(prob: float, mode: str) -> None:
+    torch.manual_seed(0)
+    ours, ref = _tiny_torchvision_vit(), _tiny_torchvision_vit()
+    ref.load_state_dict(ours.state_dict())
+    keys_before = list(ours.state_dict())
+    utils.add_stochastic_depth_to_blocks(ours, prob, mode)
+    lightly_utils.add_stochastic_depth_to_blocks(ref, prob, mode)
+    assert [(n, repr(m)) for n, m in ours.named_modules()] == [
+        (n, repr(m)) for n, m in ref.named_modules()
+    ]
+    ref.load_state_dict(ours.state_dict(), strict=True)
+    assert (list(ours.state_dict()) == keys_before) == (prob == 0)
+    x = torch.randn(6, 3, 16, 16)
+    for train in (True, False):
+        ours.train(train)
+        ref.train(train)
+        torch.manual_seed(1)
+        out = ours(x)
+        torch.manual_seed(1)
+        torch.testing.assert_close(out, ref(x))
+    if prob == 1.0:  # every residual branch dropped: the blocks are the identity
+        ours.train()
+        encoder = ours.encoder
+        tokens = torch.randn(2, 5, 8)
+        torch.testing.assert_close(encoder.layers(tokens), tokens)
+
+
+def _tiny_timm_vit(depth: int = 4) -> nn.Module:
+    from timm.models.vision_transformer import VisionTransformer
+
+    return VisionTransformer(
+        img_size=16, patch_size=8, embed_dim=8, depth=depth, num_heads=2, num_classes=0
+    )
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.3])
+@pytest.mark.parametrize("depth", [1, 4])
+def test_update_drop_path_rate(rate: float, depth: int) -> None:
+    from timm.layers import DropPath
+
+    model, ref = _tiny_timm_vit(depth), _tiny_timm_vit(depth)
+    utils.update_drop_path_rate(model, rate, mode="uniform")
+    lightly_utils.update_drop_path_rate(ref, rate, mode="uniform")
+    for block, block_ref in zip(model.blocks, ref.blocks, strict=True):
+        for name in ("drop_path1", "drop_path2"):
+            assert repr(getattr(block, name)) == repr(getattr(block_ref, name))
+    # Linear: block i gets rate * i / (depth - 1) (LightlySSL gives every non-first block
+    # the full rate, against its documentation).
+    utils.update_drop_path_rate(model, rate)
+    expected = [rate * i / max(depth - 1, 1) for i in range(depth)]
+    for block, value in zip(model.blocks, expected, strict=True):
+        for layer in (block.drop_path1, block.drop_path2):
+            if value == 0:
+                assert isinstance(layer, nn.Identity)
+            else:
+                assert isinstance(layer, DropPath)
+                assert layer.drop_prob == pytest.approx(value)
+    with pytest.raises(ValueError, match="unknown 'mode' 'cosine'"):
+        utils.update_drop_path_rate(model, rate, mode="cosine")

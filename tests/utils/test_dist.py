@@ -66,3 +66,56 @@ def test_gather_two_processes(n: int) -> None:
         assert torch.equal(o["eye"], eye)
         assert o["sum"].item() == 3.0
         assert o["zero_only"] == ("ran" if r == 0 else None)
+
+
+def test_gather_layer_single_process_passes_gradient_through() -> None:
+    x = torch.randn(3, 4, requires_grad=True)
+    (out,) = dist.GatherLayer.apply(x)
+    assert torch.equal(out, x)
+    weights = torch.randn(3, 4)
+    (out * weights).sum().backward()
+    assert torch.equal(x.grad, weights)
+
+
+SHAPES = [(2, 3), (3, 2, 2)]
+
+
+def _gather_layer_worker() -> list[dict]:
+    """GatherLayer of fastssl and lightly on the same inputs, with a loss that weights the
+    gathered tensors differently on every rank (so the gradient sum over ranks matters)."""
+    from lightly.utils.dist import GatherLayer as LightlyGatherLayer
+
+    r = dist.rank()
+    results = []
+    for shape in SHAPES:
+        data = torch.randn(shape, generator=torch.Generator().manual_seed(r))
+        weights = [
+            torch.randn(shape, generator=torch.Generator().manual_seed(10 * r + i))
+            for i in range(2)
+        ]
+        out: dict = {"weights": weights, "data": data}
+        for name, layer in (("fastssl", dist.GatherLayer), ("lightly", LightlyGatherLayer)):
+            x = data.clone().requires_grad_()
+            parts = layer.apply(x)
+            loss = sum(((p**2) * w).sum() for p, w in zip(parts, weights, strict=True))
+            loss.backward()
+            out[name] = {"parts": [p.detach() for p in parts], "grad": x.grad}
+        results.append(out)
+    return results
+
+
+@pytest.mark.dist
+def test_gather_layer_two_processes_matches_lightly() -> None:
+    per_rank = run_distributed(_gather_layer_worker, 2)
+    for s in range(len(SHAPES)):
+        out = [per_rank[r][s] for r in range(2)]
+        datas = [o["data"] for o in out]
+        for r, o in enumerate(out):
+            ours, theirs = o["fastssl"], o["lightly"]
+            assert len(ours["parts"]) == 2
+            for p, q, d in zip(ours["parts"], theirs["parts"], datas, strict=True):
+                assert torch.equal(p, d) and torch.equal(p, q)
+            # d/dx_r of sum_ranks sum_i w[rank][i] * part_i^2 = 2 x_r * sum_ranks w[rank][r].
+            expected = 2 * datas[r] * sum(out[k]["weights"][r] for k in range(2))
+            torch.testing.assert_close(ours["grad"], expected)
+            torch.testing.assert_close(ours["grad"], theirs["grad"])

@@ -261,3 +261,191 @@ def random_block_mask(
     if not masks:
         return torch.zeros(0, height, width, dtype=torch.bool, device=device)
     return torch.stack([masks[i] for i in order]).to(device)
+
+
+def _square_patch_grid(sequence_length: int, num_prefix_tokens: int, caller: str) -> int:
+    """Side of the square patch grid behind ``sequence_length`` tokens (prefix excluded)."""
+    num_patches = sequence_length - num_prefix_tokens
+    if num_patches <= 0:
+        raise ValueError(
+            f"{caller}: sequence_length ({sequence_length}) must be greater than "
+            f"num_prefix_tokens ({num_prefix_tokens})."
+        )
+    side = math.isqrt(num_patches)
+    if side * side != num_patches:
+        raise ValueError(
+            f"{caller}: the number of patches ({num_patches}) must be a perfect square, got "
+            f"sequence_length={sequence_length} and num_prefix_tokens={num_prefix_tokens}."
+        )
+    return side
+
+
+def _with_prefix(
+    patch_order: Tensor, num_keep: int, num_prefix_tokens: int
+) -> tuple[Tensor, Tensor]:
+    """Splits patch indices (B, P) after ``num_keep`` into token-index ``(idx_keep, idx_mask)``.
+
+    Patch ``p`` is token ``p + num_prefix_tokens``; the prefix tokens are always kept and
+    listed first.
+    """
+    tokens = patch_order + num_prefix_tokens
+    prefix = torch.arange(num_prefix_tokens, device=tokens.device, dtype=tokens.dtype)
+    prefix = prefix.expand(tokens.shape[0], -1)
+    return torch.cat([prefix, tokens[:, :num_keep]], dim=1), tokens[:, num_keep:]
+
+
+def random_grid_token_mask(
+    size: tuple[int, int],
+    mask_ratio: float = 0.75,
+    grid_size: int = 4,
+    num_prefix_tokens: int = 1,
+    device: _DeviceLike = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Masks whole ``grid_size`` x ``grid_size`` cells of patches (Pixio, Yang et al. 2025).
+
+    The patch grid is tiled by square cells; per sequence, ``int(num_cells * (1 -
+    mask_ratio))`` random cells are kept and the others masked, every patch of a cell with
+    it. Masking coarser than a patch stops the pixel decoder from copying a masked patch's
+    visible neighbours ("In Pursuit of Pixel Supervision for Visual Pre-training",
+    https://arxiv.org/abs/2512.15715). Cells are ordered by ``torch.rand`` noise (one draw
+    per cell), as in LightlySSL, so the same seed gives the same masks.
+
+    Args:
+        size: ``(batch_size, sequence_length)``; ``sequence_length - num_prefix_tokens``
+            patches must form a square grid whose side is a multiple of ``grid_size``.
+        mask_ratio: Fraction of cells to mask, in [0, 1].
+        grid_size: Side of a cell, in patches.
+        num_prefix_tokens: Class / register tokens before the patches; never masked.
+        device: Device of the returned indices.
+        generator: Optional random generator on ``device``.
+
+    Returns:
+        ``(idx_keep, idx_mask)``, int64 token indices of shapes
+        (batch_size, num_prefix_tokens + num_keep) and (batch_size, num_patches - num_keep)
+        with ``num_keep = int(num_cells * (1 - mask_ratio)) * grid_size**2``. ``idx_keep``
+        starts with the prefix tokens; within a cell, patches are listed row by row.
+
+    Raises:
+        ValueError: If the patches do not form a square grid divisible by ``grid_size``, or
+            ``mask_ratio`` is outside [0, 1].
+
+    Example:
+        >>> idx_keep, idx_mask = random_grid_token_mask((2, 1 + 64), mask_ratio=0.75)
+        >>> idx_keep.shape, idx_mask.shape
+        (torch.Size([2, 17]), torch.Size([2, 48]))
+    """
+    caller = "random_grid_token_mask"
+    if not 0.0 <= mask_ratio <= 1.0:
+        raise ValueError(f"{caller}: 'mask_ratio' must be in [0, 1], got {mask_ratio}.")
+    batch_size, sequence_length = size
+    side = _square_patch_grid(sequence_length, num_prefix_tokens, caller)
+    if grid_size < 1 or side % grid_size:
+        raise ValueError(
+            f"{caller}: the patch grid side ({side}) must be divisible by 'grid_size' "
+            f"({grid_size})."
+        )
+    cells_per_side = side // grid_size
+    num_cells = cells_per_side * cells_per_side
+    num_keep_cells = int(num_cells * (1 - mask_ratio))
+
+    noise = torch.rand(batch_size, num_cells, device=device, generator=generator)
+    cells = torch.argsort(noise, dim=1)  # (B, num_cells): kept cells first
+    # Patch index of a cell's top-left corner, plus the offsets of the patches it covers.
+    corner = (cells // cells_per_side) * grid_size * side + (cells % cells_per_side) * grid_size
+    steps = torch.arange(grid_size, device=corner.device)
+    offsets = (steps[:, None] * side + steps[None, :]).flatten()  # (grid_size**2,)
+    patches = (corner[..., None] + offsets).flatten(1)  # (B, num_patches)
+    return _with_prefix(patches, num_keep_cells * grid_size * grid_size, num_prefix_tokens)
+
+
+def random_inverse_block_mask(
+    size: tuple[int, int],
+    mask_ratio: float = 0.65,
+    num_prefix_tokens: int = 1,
+    min_aspect: float = 0.5,
+    max_aspect: float | None = None,
+    roll: bool = True,
+    device: _DeviceLike = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Keeps one random rectangle of patches visible and masks the rest (CAPI, Darcet et al.).
+
+    The inverse of block masking, from "Cluster and Predict Latent Patches for Improved
+    Masked Image Modeling" (Darcet et al. 2025, https://arxiv.org/abs/2502.08769): per
+    image exactly ``num_visible = num_patches - int(num_patches * mask_ratio)`` patches stay
+    visible. They are the first ``num_visible`` patches, row by row, of a block whose aspect
+    ratio is log-uniform in [min_aspect, max_aspect] (clamped so the block fits the grid) and
+    whose area is just above ``num_visible``. With ``roll`` the visible pattern is then
+    shifted cyclically by a random offset, so that every position is visible equally often
+    (a block alone would rarely cover the border).
+
+    The random draws (one aspect ratio, the block's corner, the roll offset per image, from
+    torch's generator) are those of LightlySSL 1.6, so the same seed gives the same masks.
+    Only these scalars are drawn per image; the masks themselves are built for the whole
+    batch at once.
+
+    Args:
+        size: ``(batch_size, sequence_length)``; ``sequence_length - num_prefix_tokens``
+            patches must form a square grid.
+        mask_ratio: Fraction of patches to mask.
+        num_prefix_tokens: Class / register tokens before the patches; never masked.
+        min_aspect: Smallest height / width ratio of the visible block.
+        max_aspect: Largest ratio; ``None`` (or 0) for ``1 / min_aspect``.
+        roll: Shift the visible pattern cyclically by a random offset.
+        device: Device of the returned indices.
+        generator: Optional CPU random generator.
+
+    Returns:
+        ``(idx_keep, idx_mask)``, int64 token indices of shapes
+        (batch_size, num_prefix_tokens + num_visible) and (batch_size, num_masked), each
+        sorted ascending after the prefix tokens.
+
+    Raises:
+        ValueError: If the patches do not form a square grid.
+
+    Example:
+        >>> idx_keep, idx_mask = random_inverse_block_mask((2, 1 + 16), mask_ratio=0.75)
+        >>> idx_keep.shape, idx_mask.shape
+        (torch.Size([2, 5]), torch.Size([2, 12]))
+    """
+    batch_size, sequence_length = size
+    side = _square_patch_grid(sequence_length, num_prefix_tokens, "random_inverse_block_mask")
+    num_patches = side * side
+    num_visible = num_patches - int(num_patches * mask_ratio)
+    max_aspect = max_aspect or 1.0 / min_aspect
+    # Aspect ratios whose block (area ~ num_visible) fits into the side x side grid.
+    low = max(math.log(min_aspect), math.log(num_visible / side**2)) if num_visible else 0.0
+    high = min(math.log(max_aspect), math.log(side**2 / (num_visible + 1e-5)))
+
+    # Per image: (top, left, block height, block width, row shift, column shift).
+    params: list[tuple[int, ...]] = []
+    for _ in range(batch_size):
+        if num_visible in (0, num_patches):
+            params.append((0, 0, side, side, 0, 0))  # all or nothing: no draw
+            continue
+        aspect = math.exp(float(torch.empty(1).uniform_(low, high, generator=generator)))
+        height = min(side, math.ceil(math.sqrt(num_visible * aspect)))
+        width = min(side, math.ceil(math.sqrt(num_visible / aspect)))
+        top = int(torch.randint(0, side - height + 1, (1,), generator=generator))
+        left = int(torch.randint(0, side - width + 1, (1,), generator=generator))
+        shifts = [0, 0]
+        if roll:
+            shifts = [int(torch.randint(0, side, (1,), generator=generator)) for _ in range(2)]
+        params.append((top, left, height, width, *shifts))
+
+    # Build all masks at once; every parameter is a (B, 1, 1) column.
+    tops, lefts, heights, widths, row_shifts, col_shifts = (
+        torch.tensor(params, dtype=torch.long).reshape(batch_size, 6, 1, 1).unbind(1)
+    )
+    coords = torch.arange(side)
+    # Undo the roll: position (r, c) shows the unrolled pattern at (r - shift) mod side.
+    rows = (coords.view(1, side, 1) - row_shifts) % side - tops  # relative to the block
+    cols = (coords.view(1, 1, side) - col_shifts) % side - lefts
+    inside = (rows >= 0) & (rows < heights) & (cols >= 0) & (cols < widths)
+    # The block covers at least num_visible patches; keep its first num_visible, row-major.
+    visible = inside & (rows * widths + cols < num_visible)  # (B, side, side)
+    # Stable sort: visible patches first, each group in ascending order.
+    order = torch.argsort((~visible).flatten(1).to(torch.uint8), dim=1, stable=True)
+    idx_keep, idx_mask = _with_prefix(order, num_visible, num_prefix_tokens)
+    return idx_keep.to(device), idx_mask.to(device)

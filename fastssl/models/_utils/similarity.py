@@ -123,3 +123,30 @@ def select_most_similar(x: Tensor, y: Tensor, y_values: Tensor) -> Tensor:
         Tensor of shape (B, N, D).
     """
     return get_at_index(y_values, most_similar_index(x, y))
+
+
+def _mask_reduce(source: Tensor, mask: Tensor, num_cls: int, reduce: str = "mean") -> Tensor:
+    """:func:`pool_masked` of one feature map: (C, H, W) and (H, W) -> (C, num_cls).
+
+    LightlySSL's private helper of the same name, kept for code that imports it.
+    """
+    if source.dim() != 3:
+        raise ValueError(
+            f"_mask_reduce: 'source' must have shape (C, H, W), got {tuple(source.shape)}."
+        )
+    return pool_masked(source, mask, num_cls, reduce)
+
+
+def _mask_reduce_batched(
+    source: Tensor, mask: Tensor, num_cls: int, reduce: str = "mean"
+) -> Tensor:
+    """:func:`pool_masked` of a batch: (B, C, H, W) and (B, H, W) -> (B, C, num_cls).
+
+    LightlySSL's private helper of the same name, kept for code that imports it.
+    """
+    if source.dim() != 4:
+        raise ValueError(
+            "_mask_reduce_batched: 'source' must have shape (B, C, H, W), "
+            f"got {tuple(source.shape)}."
+        )
+    return pool_masked(source, mask, num_cls, reduce)

@@ -205,3 +205,62 @@ def unpatchify(patches: Tensor, patch_size: int, channels: int = 3) -> Tensor:
     images = patches.reshape(n, side, side, patch_size, patch_size, channels)
     images = images.permute(0, 5, 1, 3, 2, 4)  # (n, c, gh, p, gw, q)
     return images.reshape(n, channels, side * patch_size, side * patch_size)
+
+
+def apply_masks(x: Tensor, masks: Tensor | list[Tensor]) -> Tensor:
+    """Selects tokens by index once per mask and stacks the results along the batch (I-JEPA).
+
+    I-JEPA (Assran et al. 2023, "Self-Supervised Learning from Images with a Joint-Embedding
+    Predictive Architecture", https://arxiv.org/abs/2301.08243) encodes several context and
+    target blocks per image; each mask selects one block of every image, and the blocks of
+    all masks are processed as one batch. One advanced-indexing gather serves all masks.
+
+    Args:
+        x: Tensor of shape (B, N, D) (any trailing dimensions).
+        masks: A tensor or a list of M tensors, each of shape (B, K) with token indices in
+            [0, N); all masks have the same K.
+
+    Returns:
+        Tensor of shape (M * B, K, D): the B selections of the first mask, then those of
+        the second, and so on.
+
+    Raises:
+        ValueError: If ``masks`` is an empty list.
+
+    Example:
+        >>> x = torch.arange(6.0).view(1, 3, 2)
+        >>> apply_masks(x, [torch.tensor([[2]]), torch.tensor([[0]])]).tolist()
+        [[[4.0, 5.0]], [[0.0, 1.0]]]
+    """
+    if isinstance(masks, Tensor):
+        masks = [masks]
+    if len(masks) == 0:
+        raise ValueError("apply_masks: 'masks' must hold at least one mask, got an empty list.")
+    index = torch.cat(masks)  # (M * B, K)
+    rows = torch.cat([torch.arange(m.shape[0], device=x.device) for m in masks])
+    return x[rows.unsqueeze(1), index]
+
+
+def repeat_interleave_batch(x: Tensor, B: int, repeat: int) -> Tensor:
+    """Repeats each consecutive chunk of ``B`` samples ``repeat`` times, chunk by chunk (I-JEPA).
+
+    With ``x = [c_0, c_1, ...]`` made of chunks of ``B`` samples the result is
+    ``[c_0] * repeat + [c_1] * repeat + ...``: it pairs the targets of every mask with the
+    outputs of every context mask in :func:`apply_masks` order. Samples after the last full
+    chunk are dropped.
+
+    Args:
+        x: Tensor of shape (N * B, ...).
+        B: Batch size (samples per chunk), >= 1.
+        repeat: Number of copies of each chunk.
+
+    Returns:
+        Tensor of shape (N * repeat * B, ...).
+
+    Example:
+        >>> repeat_interleave_batch(torch.tensor([1, 2, 3, 4]), B=2, repeat=2).tolist()
+        [1, 2, 1, 2, 3, 4, 3, 4]
+    """
+    num_chunks = len(x) // B
+    chunks = x[: num_chunks * B].reshape(num_chunks, 1, B, *x.shape[1:])
+    return chunks.expand(-1, repeat, *chunks.shape[2:]).reshape(-1, *x.shape[1:])

@@ -4,6 +4,7 @@ Mirrors ``lightly.models.modules``. Nothing here imports timm at import time: th
 based classes raise an ImportError naming ``pip install timm`` when built without it.
 """
 
+from fastssl.models.modules.capi_predictor_timm import CAPIPredictorTIMM
 from fastssl.models.modules.heads import (
     AIMPredictionHead,
     BarlowTwinsProjectionHead,
@@ -28,6 +29,7 @@ from fastssl.models.modules.heads import (
     SwaVProjectionHead,
     SwaVPrototypes,
 )
+from fastssl.models.modules.ijepa_timm import IJEPAPredictorTIMM
 from fastssl.models.modules.masked_autoencoder import MAEBackbone, MAEDecoder, MAEEncoder
 from fastssl.models.modules.masked_autoencoder_timm import MAEDecoderTIMM, PixioDecoderTIMM
 from fastssl.models.modules.masked_causal_vision_transformer import MaskedCausalVisionTransformer
@@ -40,16 +42,27 @@ from fastssl.models.modules.masked_vision_transformer_torchvision import (
 )
 from fastssl.models.modules.memory_bank import MemoryBankModule
 from fastssl.models.modules.nn_memory_bank import NNMemoryBankModule
+from fastssl.models.modules.world_model import (
+    ActionEncoder,
+    AdaLNZero,
+    LatentDynamicsPredictor,
+    PredictorBlock,
+)
 
 __all__ = [
     "AIMPredictionHead",
+    "ActionEncoder",
+    "AdaLNZero",
     "BYOLPredictionHead",
     "BYOLProjectionHead",
     "BarlowTwinsProjectionHead",
+    "CAPIPredictorTIMM",
     "CAPIProjectionHead",
     "DINOProjectionHead",
     "DINOv2ProjectionHead",
     "DenseCLProjectionHead",
+    "IJEPAPredictorTIMM",
+    "LatentDynamicsPredictor",
     "LeJEPAProjectionHead",
     "LeWMProjectionHead",
     "MAEBackbone",
@@ -67,6 +80,7 @@ __all__ = [
     "NNCLRProjectionHead",
     "NNMemoryBankModule",
     "PixioDecoderTIMM",
+    "PredictorBlock",
     "SMoGPredictionHead",
     "SMoGProjectionHead",
     "SMoGPrototypes",

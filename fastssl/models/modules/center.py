@@ -130,17 +130,42 @@ class Center(nn.Module):
     def update(self, x: Tensor) -> None:
         """Moves the center towards the center of ``x``.
 
+        Like LightlySSL 1.6, ``x`` only needs the dimensions that are averaged over, and the
+        batch center (``x`` averaged over them, dims kept) must broadcast against ``size``.
+        For example ``Center(size=(1, 1, D))`` accepts both (B, N, D) and (B, D) features;
+        for (B, D) the averaged dimensions (0, 1) are *all* of ``x``'s, so every entry of
+        the center moves towards the same scalar, as in LightlySSL. Should broadcasting
+        change the shape (e.g. (B, N, D) features for ``size=(1, D)`` give an (1, N, D)
+        center) the buffer takes the new shape, again as in LightlySSL; otherwise it is
+        updated in place, which ``torch.compile(fullgraph=True)`` traces without a break.
+
         Args:
-            x: Features with as many dimensions as ``size``; the dimensions that are not
-                averaged over must match ``size``.
+            x: Features with more than ``max(dim)`` dimensions whose batch center broadcasts
+                against ``size``, e.g. (batch_size, dim) for ``size=(1, dim)``.
+
+        Raises:
+            ValueError: If ``x`` lacks one of the averaged dimensions or its batch center
+                does not broadcast against the center.
         """
-        if x.dim() != len(self.size):
+        if x.dim() <= max(self.dim):
             raise ValueError(
-                f"Center.update expects x with {len(self.size)} dimensions (size={self.size}), "
-                f"got shape {tuple(x.shape)}."
+                f"Center.update averages x over dims {self.dim} (size={self.size}), so x needs "
+                f"at least {max(self.dim) + 1} dimensions, got shape {tuple(x.shape)}."
             )
         batch_center = self._center_fn(x=x, dim=self.dim)
-        self.center.copy_(center_momentum(self.center, batch_center, self.momentum))
+        try:
+            new_shape = torch.broadcast_shapes(self.center.shape, batch_center.shape)
+        except RuntimeError:
+            raise ValueError(
+                f"Center.update got x of shape {tuple(x.shape)}: its center over dims "
+                f"{self.dim} has shape {tuple(batch_center.shape)}, which does not broadcast "
+                f"against the center of shape {tuple(self.center.shape)}."
+            ) from None
+        new_center = center_momentum(self.center, batch_center, self.momentum)
+        if new_shape == self.center.shape and new_center.dtype == self.center.dtype:
+            self.center.copy_(new_center)
+        else:
+            self.center = new_center
 
     @torch.no_grad()
     def _center_mean(self, x: Tensor) -> Tensor:

@@ -90,11 +90,61 @@ def test_bad_arguments_raise(kwargs: dict, error: type[Exception], message: str)
         Center(**kwargs)
 
 
-def test_update_with_wrong_rank_raises() -> None:
-    with pytest.raises(
-        ValueError, match=re.escape("3 dimensions (size=(1, 1, 4)), got shape (2, 4)")
-    ):
-        Center(size=(1, 1, 4)).update(torch.randn(2, 4))
+@pytest.mark.parametrize(
+    ("size", "shape"),
+    [
+        ((1, 1, 4), (5, 4)),  # 2-D features for a 3-D center: mean over all of x
+        ((1, 4), (3, 2, 4)),  # more dims than size: the center takes the broadcast shape
+        ((1, 4), (4,)),  # 1-D features: mean over dim 0 only
+        ((1, 4), (3, 1, 4)),
+        ((1, 1, 4), (2, 1, 3, 4)),  # the center takes the broadcast shape (1, 1, 3, 4)
+    ],
+)
+def test_update_accepts_what_lightly_accepts(size: tuple[int, ...], shape: tuple[int, ...]) -> None:
+    ours = Center(size=size, momentum=0.6)
+    theirs = lightly_center.Center(size=size, momentum=0.6)
+    g = torch.Generator().manual_seed(3)
+    for _ in range(2):
+        x = torch.randn(shape, generator=g)
+        ours.update(x)
+        theirs.update(x)
+        assert ours.value.shape == theirs.value.shape
+        torch.testing.assert_close(ours.value, theirs.value)
+    assert set(ours.state_dict()) == {"center"}
+
+
+def test_update_2d_features_for_3d_center_is_the_global_mean() -> None:
+    center = Center(size=(1, 1, 3), momentum=0.5)
+    x = torch.tensor([[1.0, 2.0, 3.0], [5.0, 6.0, 7.0]])
+    center.update(x)
+    torch.testing.assert_close(center.value, torch.full((1, 1, 3), 0.5 * 4.0))
+
+
+def test_update_with_float64_features_follows_lightly_dtype() -> None:
+    ours, theirs = Center(size=(1, 3)), lightly_center.Center(size=(1, 3))
+    x = torch.randn(4, 3, dtype=torch.float64)
+    ours.update(x)
+    theirs.update(x)
+    assert ours.value.dtype == theirs.value.dtype == torch.float64
+    torch.testing.assert_close(ours.value, theirs.value)
+
+
+@pytest.mark.parametrize(
+    ("size", "shape", "message"),
+    [
+        ((1, 1, 4), (4,), "x needs at least 2 dimensions, got shape (4,)"),
+        ((1, 4), (2, 3), "shape (1, 3), which does not broadcast against the center of shape"),
+    ],
+)
+def test_update_with_incompatible_x_raises(
+    size: tuple[int, ...], shape: tuple[int, ...], message: str
+) -> None:
+    center = Center(size=size)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        center.update(torch.randn(shape))
+    # lightly fails on the same inputs too (with torch's own errors).
+    with pytest.raises((IndexError, RuntimeError)):
+        lightly_center.Center(size=size).update(torch.randn(shape))
 
 
 @pytest.mark.compile

@@ -1,0 +1,1 @@
+"""Cropping detected objects out of images (LightlySSL's ``lightly.utils.cropping``)."""
