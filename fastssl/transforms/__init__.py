@@ -67,6 +67,7 @@ from fastssl.transforms.vicreg_transform import VICRegTransform, VICRegViewTrans
 from fastssl.transforms.vicregl_transform import VICRegLTransform, VICRegLViewTransform
 from fastssl.transforms.view_spec import ViewSpec
 from fastssl.transforms.wmse_transform import WMSETransform
+from fastssl.utils.dependency import torchvision_transforms_v2_available
 
 __all__ = [
     "IMAGENET_NORMALIZE",
@@ -130,4 +131,5 @@ __all__ = [
     "functional",
     "random_rotation_transform",
     "torchvision_transforms",
+    "torchvision_transforms_v2_available",
 ]
