@@ -367,3 +367,116 @@ def test_fashion_mnist_recipe_is_the_papers_with_the_measured_changes() -> None:
     assert small["trainer"]["max_epochs"] == 10
     assert small["trainer"]["precision"] == paper["trainer"]["precision"]
     assert small["trainer"]["channels_last"] is True  # as every tuning run since the fifth round
+
+
+def _engine_optimizer(path: Path, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The optimizer the engine builds for ``path``'s recipe, over ``model``'s parameters."""
+    from fastssl.train.optim import build_optimizer, param_groups
+
+    config = load_config(PIPELINES / path)
+    defaults = methods.get(config.method).optimizer_defaults
+    merged = merge_optimizer(defaults, to_dict(config)["optimizer"])
+    lr = scaled_lr(merged.lr, config.data.batch_size, merged.reference_batch_size)
+    groups = param_groups([model], merged.weight_decay, config.optimizer.exclude_norm_and_bias)
+    return build_optimizer(groups, merged, lr)
+
+
+@pytest.mark.parametrize("path", ["barlowtwins.yaml", "imagenet1k/barlowtwins.yaml"])
+def test_barlow_twins_recipes_train_biases_and_norms_at_their_own_lr(path: str) -> None:
+    # Zbontar et al. 2021, section 4: "a learning rate of 0.2 for the weights and 0.0048 for
+    # the biases and batch normalization parameters [x batch / 256] ... The biases and batch
+    # normalization parameters are excluded from LARS adaptation and weight decay."
+    from fastssl.utils.lars import LARS
+
+    config = load_config(PIPELINES / path)
+    assert config.optimizer.extra == {"lr_biases": 0.0048}  # written out, with its source
+    assert config.optimizer.exclude_norm_and_bias is True
+    torch.manual_seed(0)
+    model = methods.create("barlowtwins", backbone="resnet18", input_size=32, hidden_dim=16,
+                           output_dim=16)  # fmt: skip
+    optimizer = _engine_optimizer(Path(path), model)
+    assert isinstance(optimizer, LARS)
+    groups = {g["name"]: g for g in optimizer.param_groups}
+    factor = config.data.batch_size / 256
+    assert groups["decay"]["lr"] == pytest.approx(0.2 * factor)
+    assert groups["decay"]["weight_decay"] == pytest.approx(1.5e-6)
+    assert groups["no_decay"]["lr"] == pytest.approx(0.0048 * factor)
+    assert groups["no_decay"]["weight_decay"] == 0.0
+    bn = model.backbone.bn1
+    no_decay = {id(p) for p in groups["no_decay"]["params"]}
+    assert {id(bn.weight), id(bn.bias), id(model.projection_head.layers[6].bias)} <= no_decay
+    assert id(model.backbone.conv1.weight) not in no_decay
+    # One LARS step: biases and norms move by lr_biases x gradient (no trust ratio, no
+    # decay); the weights by the trust-ratio-scaled step.
+    views = [torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)]
+    model.training_step(views).backward()
+    before = {id(p): p.detach().clone() for p in model.parameters()}
+    grads = {id(p): p.grad.detach().clone() for p in model.parameters() if p.grad is not None}
+    optimizer.step()
+    for param in (bn.weight, bn.bias):
+        step = before[id(param)] - param.detach()
+        torch.testing.assert_close(step, 0.0048 * factor * grads[id(param)])
+    weight = model.backbone.conv1.weight
+    plain = 0.2 * factor * (grads[id(weight)] + 1.5e-6 * before[id(weight)])
+    assert not torch.allclose(before[id(weight)] - weight.detach(), plain)  # LARS-adapted
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["dino.yaml", "imagenet1k/dino_vits16.yaml", "imagenet100/dino_vits16.yaml",
+     "imagenette/dino_vits16.yaml"],
+)  # fmt: skip
+def test_dino_vit_recipes_give_the_student_drop_path_and_evaluate_the_teacher(path: str) -> None:
+    from fastssl.models.backbones import parse_timm_name
+
+    config = load_config(PIPELINES / path)
+    backbone = config.method_kwargs["backbone"]
+    assert backbone.startswith("timm:")
+    assert parse_timm_name(backbone[len("timm:") :]) == (
+        "vit_small_patch16_224",
+        {"drop_path_rate": 0.1},  # DINO's --drop_path_rate 0.1
+    )
+    assert methods.get(config.method).eval_network == "ema"  # --checkpoint_key teacher
+    merged = merge_optimizer(methods.get("dino").optimizer_defaults, to_dict(config)["optimizer"])
+    assert (merged.weight_decay, merged.extra["weight_decay_end"]) == (0.04, 0.4)
+
+
+@pytest.mark.parametrize("folder", ["imagenet1k", "imagenet100", "imagenette"])
+def test_swav_small_batch_recipes_queue_3840_features_from_epoch_15(folder: str) -> None:
+    # SwAV's scripts/swav_200ep_bs256_pretrain.sh: --queue_length 3840 --epoch_queue_starts 15
+    # (queue_length over all processes, as main_swav.py divides it by the world size).
+    kwargs = load_config(PIPELINES / folder / "swav.yaml").method_kwargs
+    assert (kwargs["queue_length"], kwargs["start_queue_at_epoch"]) == (3840, 15)
+    assert kwargs["n_high_res_views"] == 2
+
+
+def test_swav_large_batch_recipe_is_the_papers_800_epoch_script() -> None:
+    # SwAV's scripts/swav_800ep_pretrain.sh: no queue, prototypes frozen 313 iterations,
+    # base_lr 4.8 from start_warmup 0.3 over 10 epochs, final_lr 0.0048.
+    config = load_config(PIPELINES / "swav.yaml")
+    assert config.method_kwargs["queue_length"] == 0
+    assert config.method_kwargs["n_steps_frozen_prototypes"] == 313
+    assert (config.data.batch_size, config.optimizer.lr, config.trainer.max_epochs) == (
+        4096, 4.8, 800,
+    )  # fmt: skip
+    assert config.schedule.warmup_epochs == 10
+    assert 4.8 * config.schedule.warmup_start_factor == pytest.approx(0.3)
+    assert 4.8 * config.schedule.end_factor == pytest.approx(0.0048)
+
+
+@pytest.mark.parametrize("path", ["byol.yaml", "imagenet1k/byol.yaml"])
+def test_byol_recipes_exclude_biases_and_norms_and_use_the_papers_loss(path: str) -> None:
+    config = load_config(PIPELINES / path)
+    assert config.optimizer.exclude_norm_and_bias is True
+    assert "2 - 2 cos" in _header(PIPELINES / path)  # the loss scale, with its source
+    torch.manual_seed(0)
+    model = methods.create("byol", backbone="resnet18", input_size=32, hidden_dim=16,
+                           output_dim=8)  # fmt: skip
+    views = [torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)]
+    loss = model.training_step(views).detach()  # step 0: the EMA copies the online network
+    with torch.no_grad():
+        p0, p1 = model.online(views[0]), model.online(views[1])
+        t0, t1 = model.target(views[0]), model.target(views[1])
+    cos = torch.nn.functional.cosine_similarity
+    expected = (2 - 2 * cos(p0, t1)).mean() + (2 - 2 * cos(p1, t0)).mean()
+    torch.testing.assert_close(loss, expected, rtol=1e-4, atol=1e-5)

@@ -130,11 +130,50 @@ def check_finite(module: nn.Module, checkpoint: str) -> None:
         )
 
 
-def load_backbone(path: str | os.PathLike[str]) -> tuple[nn.Module, int, int]:
+#: ``--network`` choices: the method's own choice, the trained backbone, its EMA copy.
+NETWORKS = ("auto", "online", "ema")
+
+
+def select_backbone(model: Method, network: str = "auto") -> tuple[nn.Module, str]:
+    """The network of ``model`` to evaluate or export.
+
+    Args:
+        model: A rebuilt method.
+        network: ``"auto"``: the network the method's paper evaluates
+            (:attr:`~fastssl.methods.base.Method.eval_network`: e.g. DINO's teacher, MSN's
+            target, BYOL's online backbone); ``"online"``: the trained backbone;
+            ``"ema"``: its exponential-moving-average copy (BYOL's target, DINO's teacher,
+            MoCo's key encoder, ...).
+
+    Returns:
+        ``(backbone, "online" or "ema")``.
+
+    Raises:
+        ValueError: For an unknown ``network``, or ``"ema"`` for a method without an EMA copy.
+    """
+    if network not in NETWORKS:
+        raise ValueError(f"--network {network!r} is unknown: choose one of {', '.join(NETWORKS)}")
+    chosen = model.eval_network if network == "auto" else network
+    if chosen == "online":
+        return model.backbone, "online"
+    ema = model.ema_backbone()
+    if ema is None:
+        raise ValueError(
+            f"--network ema: method {model.name or type(model).__name__!r} keeps no EMA copy "
+            "of its backbone; use --network online"
+        )
+    return ema, "ema"
+
+
+def load_backbone(
+    path: str | os.PathLike[str], network: str = "auto"
+) -> tuple[nn.Module, int, int]:
     """The pretrained backbone of a checkpoint, ready for feature extraction.
 
     Args:
         path: A Lightning checkpoint written by ``fastssl pretrain``.
+        network: Which network (see :func:`select_backbone`): by default the one the
+            method's paper evaluates (DINO: the teacher).
 
     Returns:
         ``(backbone in eval mode, feature dimension D, training input size in pixels)``;
@@ -142,6 +181,7 @@ def load_backbone(path: str | os.PathLike[str]) -> tuple[nn.Module, int, int]:
 
     Raises:
         CheckpointError: See :func:`load_method`.
+        ValueError: See :func:`select_backbone`.
 
     Example:
         >>> backbone, dim, size = load_backbone("last.ckpt")  # doctest: +SKIP
@@ -149,10 +189,12 @@ def load_backbone(path: str | os.PathLike[str]) -> tuple[nn.Module, int, int]:
         torch.Size([2, 512])
     """
     model, _ = load_method(path)
-    return model.backbone.eval(), int(model.feature_dim), int(model.input_size)
+    backbone, _ = select_backbone(model, network)
+    return backbone.eval(), int(model.feature_dim), int(model.input_size)
 
 
 __all__ = [
+    "NETWORKS",
     "STATE_PREFIX",
     "CheckpointError",
     "CheckpointInfo",
@@ -161,4 +203,5 @@ __all__ = [
     "load_backbone",
     "load_method",
     "read_checkpoint",
+    "select_backbone",
 ]

@@ -1,8 +1,13 @@
 """``fastssl export CKPT --out F``: write a checkpoint's backbone weights for reuse.
 
-The output is a plain ``state_dict`` (``torch.save``) of the backbone alone, with no
-heads, projectors, momentum copies or Lightning state, plus a JSON sidecar ``F.json``
-saying what it is (method, backbone, feature_dim, input_size, format) and how to load it.
+The output is a plain ``state_dict`` (``torch.save``) of one backbone alone, with no
+heads, projectors, other copies or Lightning state, plus a JSON sidecar ``F.json`` saying
+what it is (method, network, backbone, feature_dim, input_size, format) and how to load it.
+
+Which backbone (``--network``): by default the one the method's paper evaluates, as
+``fastssl eval`` does (``Method.eval_network``): the EMA copy for DINO (its teacher), MSN
+and PMSN (their target encoder) and other methods whose paper does so, the trained (online)
+backbone otherwise; ``online`` or ``ema`` choose explicitly.
 
 Formats:
 
@@ -32,7 +37,7 @@ import torch
 from torch import nn
 
 from fastssl.cli import EXIT_INTERNAL, exit_code, report_error
-from fastssl.eval.checkpoint import check_finite, load_method
+from fastssl.eval.checkpoint import NETWORKS, check_finite, load_method, select_backbone
 from fastssl.models.backbones import SMALL_INPUT_SIZE, available_backbones
 
 FORMATS = ("torch", "torchvision")
@@ -47,6 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format", choices=FORMATS, default="torch", help="key layout of the weights (torch)"
     )
+    parser.add_argument(
+        "--network", choices=NETWORKS, default="auto",
+        help="auto: the network the method's paper evaluates (DINO: the teacher; default); "
+        "online: the trained backbone; ema: its EMA copy",
+    )  # fmt: skip
 
 
 def backbone_state_dict(backbone: nn.Module, backbone_name: str, fmt: str) -> dict[str, Any]:
@@ -73,20 +83,29 @@ def backbone_state_dict(backbone: nn.Module, backbone_name: str, fmt: str) -> di
     return state  # fastssl's ResNets are torchvision ResNets with fc = Identity
 
 
-def export(checkpoint: str, out: str, fmt: str = "torch") -> dict[str, Any]:
+def export(checkpoint: str, out: str, fmt: str = "torch", network: str = "auto") -> dict[str, Any]:
     """Writes the backbone weights of ``checkpoint`` to ``out`` and the sidecar ``out.json``.
+
+    Args:
+        checkpoint: A ``fastssl pretrain`` checkpoint.
+        out: Where to write the weights.
+        fmt: Key layout, one of :data:`FORMATS`.
+        network: ``"auto"``, ``"online"`` or ``"ema"`` (see
+            :func:`~fastssl.eval.checkpoint.select_backbone`).
 
     Returns:
         The sidecar's content.
 
     Raises:
         CheckpointError: When the checkpoint cannot be loaded (names the file).
-        ValueError: See :func:`backbone_state_dict`; CheckpointError (a ValueError) for
-            a backbone whose weights or statistics are not finite.
+        ValueError: See :func:`backbone_state_dict` and
+            :func:`~fastssl.eval.checkpoint.select_backbone`; CheckpointError (a ValueError)
+            for a backbone whose weights or statistics are not finite.
     """
     model, info = load_method(checkpoint)
-    state = backbone_state_dict(model.backbone, info.backbone_name, fmt)
-    check_finite(model.backbone, checkpoint)  # a diverged run's backbone is not exported
+    backbone, chosen = select_backbone(model, network)
+    state = backbone_state_dict(backbone, info.backbone_name, fmt)
+    check_finite(backbone, checkpoint)  # a diverged run's backbone is not exported
     input_size = int(model.input_size)
     name = info.backbone_name
     cifar_stem = name.startswith(("resnet", "wide_resnet", "resnext")) and (
@@ -107,6 +126,7 @@ def export(checkpoint: str, out: str, fmt: str = "torch") -> dict[str, Any]:
         )
     sidecar = {
         "method": info.method,
+        "network": chosen,
         "backbone": name,
         "feature_dim": int(model.feature_dim),
         "input_size": input_size,
@@ -133,14 +153,15 @@ def sidecar_path(out: str) -> str:
 def run(args: argparse.Namespace) -> int:
     """Runs ``fastssl export``; returns the exit code (0 done, 2 bad input)."""
     try:
-        sidecar = export(args.checkpoint, args.out, args.format)
+        sidecar = export(args.checkpoint, args.out, args.format, args.network)
     except Exception as error:  # user errors: one line (exit 2); bugs propagate
         if exit_code(error) == EXIT_INTERNAL:
             raise
         return report_error("fastssl export", error)
     print(
         f"wrote {sidecar['num_tensors']} tensors of the {sidecar['backbone']} backbone "
-        f"({sidecar['method']}, D={sidecar['feature_dim']}, {sidecar['input_size']} px) to "
+        f"({sidecar['method']} {sidecar['network']} network, D={sidecar['feature_dim']}, "
+        f"{sidecar['input_size']} px) to "
         f"{args.out} and {sidecar_path(args.out)}"
     )
     return 0

@@ -3,8 +3,10 @@
 A labeled source is an image folder with one subfolder per class (torchvision
 ``ImageFolder`` layout) or a ``fastssl shards`` WebDataset output (classes from its
 manifest). Images go through the evaluation transform of :func:`eval_transform`
-(deterministic: resize + center crop, ImageNet normalisation) and through the backbone
-without gradients; features and labels are gathered on the CPU.
+(deterministic: resize to 256 + center crop 224, scaled to other sizes, ImageNet
+normalisation) and through the backbone without gradients; features and labels are
+gathered on the CPU. :func:`train_transform` is the augmentation of the linear probe and
+fine-tuning (random resized crop + flip).
 
 Validation labels are mapped onto the training classes *by name* (:func:`class_mapping`),
 so a validation folder that lacks some training classes still scores correctly, and one
@@ -56,19 +58,56 @@ class ToRGB:
         return image if image.mode == "RGB" else image.convert("RGB")
 
 
+#: Fraction of the resized short side kept by the centre crop of the evaluation transform:
+#: 224 / 256, the ImageNet protocol of LightlySSL's benchmarks (and of SimCLR, MoCo, DINO).
+CENTER_CROP_RATIO = 224 / 256
+
+
+def eval_resize(input_size: int, resize: int | None = None) -> int | None:
+    """Short side the evaluation transform resizes to before its centre crop.
+
+    Args:
+        input_size: Side of the centre crop in pixels.
+        resize: An explicit short side (``--resize``), >= ``input_size``.
+
+    Returns:
+        ``resize`` when given; above 64 px ``round(input_size / 0.875)`` (the ImageNet
+        protocol scaled to the size: 256 at 224, 146 at 128, 110 at 96); at 64 px or less
+        None, meaning the whole image is resized to a square (small datasets such as
+        CIFAR or STL at 64 are stored at their size, and LightlySSL's CIFAR-10 benchmark
+        evaluates the whole image).
+
+    Raises:
+        ValueError: For a non-positive ``input_size`` or a ``resize`` below it.
+
+    >>> eval_resize(224), eval_resize(128), eval_resize(32), eval_resize(224, 224)
+    (256, 146, None, 224)
+    """
+    if input_size < 1:
+        raise ValueError(f"input_size must be >= 1, got {input_size}")
+    if resize is not None:
+        if resize < input_size:
+            raise ValueError(
+                f"resize={resize} is below input_size={input_size}: the center crop needs a "
+                f"short side of at least {input_size} (e.g. resize 256 for 224)"
+            )
+        return resize
+    if input_size <= SMALL_INPUT_SIZE:
+        return None
+    return round(input_size / CENTER_CROP_RATIO)
+
+
 def eval_transform(input_size: int, resize: int | None = None) -> Callable[[Image.Image], Tensor]:
     """The deterministic evaluation transform: PIL image -> (3, input_size, input_size).
 
-    Above 64 px the short side is resized to ``input_size`` and the center is cropped (the
-    standard protocol keeps the aspect ratio); at 64 px or less the image is resized to a
-    square directly, since small datasets (CIFAR, STL at 64) are already square and a crop
-    would throw away border pixels the backbone was trained on. With ``resize`` the short
-    side is resized to ``resize`` first and the central ``input_size`` square is kept, at any
-    size (lightly's ImageNet protocol: resize 256, crop 224).
+    The short side is resized to :func:`eval_resize` (``resize`` or, by default, 256 at 224:
+    LightlySSL's kNN, linear and fine-tune protocol) and the central ``input_size`` square
+    is kept; at 64 px or less, without ``resize``, the image is resized to a square instead.
+    Then ImageNet normalisation.
 
     Args:
         input_size: Side of the output in pixels.
-        resize: Short side before the center crop, >= ``input_size`` (None: as above).
+        resize: Short side before the center crop, >= ``input_size`` (None: the default above).
 
     Returns:
         A callable mapping a PIL image to a normalised float tensor (3, input_size, input_size).
@@ -76,22 +115,44 @@ def eval_transform(input_size: int, resize: int | None = None) -> Callable[[Imag
     >>> eval_transform(32)(Image.new("L", (40, 50))).shape
     torch.Size([3, 32, 32])
     """
-    if input_size < 1:
-        raise ValueError(f"input_size must be >= 1, got {input_size}")
-    if resize is not None and resize < input_size:
-        raise ValueError(
-            f"resize={resize} is below input_size={input_size}: the center crop needs a short "
-            f"side of at least {input_size} (e.g. resize 256 for 224)"
-        )
+    short_side = eval_resize(input_size, resize)
     steps: list[Any]
-    if resize is not None:
-        steps = [T.Resize(resize), T.CenterCrop(input_size)]
-    elif input_size <= SMALL_INPUT_SIZE:
+    if short_side is None:
         steps = [T.Resize((input_size, input_size))]
     else:
-        steps = [T.Resize(input_size), T.CenterCrop(input_size)]
+        steps = [T.Resize(short_side), T.CenterCrop(input_size)]
     return T.Compose(
         [ToRGB(), *steps, T.ToTensor(), T.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)]
+    )
+
+
+def train_transform(input_size: int, min_scale: float = 0.08) -> Callable[[Image.Image], Tensor]:
+    """The training augmentation of the linear probe and of fine-tuning (ResNets).
+
+    Random resized crop (area ``min_scale``-1 of the image, aspect 3/4-4/3), horizontal flip
+    and ImageNet normalisation: ``T.RandomResizedCrop(224)`` and ``T.RandomHorizontalFlip()``
+    of LightlySSL's linear and fine-tune benchmarks at ``min_scale=0.08``.
+
+    Args:
+        input_size: Side of the output crop in pixels.
+        min_scale: Smallest crop area as a fraction of the image, in (0, 1].
+
+    Returns:
+        A callable mapping a PIL image to a float tensor (3, input_size, input_size).
+
+    Raises:
+        ValueError: For ``min_scale`` outside (0, 1].
+    """
+    if not 0 < min_scale <= 1:
+        raise ValueError(f"min_scale must be in (0, 1] (a fraction of the image), got {min_scale}")
+    return T.Compose(
+        [
+            ToRGB(),
+            T.RandomResizedCrop(input_size, scale=(min_scale, 1.0)),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
+        ]
     )
 
 
@@ -242,6 +303,19 @@ class PixelFeatures(nn.Module):
         return images.flatten(start_dim=1)
 
 
+def pooled_features(out: Tensor) -> Tensor:
+    """A backbone's output as (B, D) features: (B, D) and (B, D, 1, 1) are flattened,
+    feature maps (B, C, h, w) of dense methods (DenseCL, VICRegL, DetCon, whose trunks
+    keep their maps) are averaged over h and w, as the methods' own ``forward`` does.
+
+    >>> pooled_features(torch.ones(2, 8, 3, 3)).shape
+    torch.Size([2, 8])
+    """
+    if out.dim() == 4 and out.shape[2] * out.shape[3] > 1:
+        return out.mean(dim=(2, 3))
+    return out.flatten(start_dim=1)
+
+
 @torch.no_grad()
 def extract_features(
     backbone: nn.Module,
@@ -256,8 +330,9 @@ def extract_features(
     """Runs a frozen backbone over every sample of ``data`` once.
 
     Args:
-        backbone: Maps images (B, 3, H, W) to features (B, D) (or (B, D, 1, 1)); run in
-            eval mode (its previous mode is restored afterwards).
+        backbone: Maps images (B, 3, H, W) to features (B, D), (B, D, 1, 1) or feature maps
+            (see :func:`pooled_features`); run in eval mode (its previous mode is restored
+            afterwards).
         data: The labeled source, with its evaluation transform set.
         batch_size: Images per forward pass.
         num_workers: DataLoader worker processes.
@@ -285,8 +360,8 @@ def extract_features(
         for images, targets, names in tqdm(
             loader, desc=f"features {data.source}", disable=not progress, leave=False
         ):
-            out = backbone(images.to(device, non_blocking=True))
-            chunks.append(out.flatten(start_dim=1).float().cpu())
+            out = pooled_features(backbone(images.to(device, non_blocking=True)))
+            chunks.append(out.float().cpu())
             labels.append(torch.as_tensor(targets, dtype=torch.long))
             keys.extend(names)
     finally:

@@ -59,6 +59,8 @@ class DINOLoss(nn.Module):
         torch.Size([])
     """
 
+    _temperatures: Tensor  # teacher temperature per epoch, then the final one
+
     center: Tensor
 
     def __init__(
@@ -106,26 +108,32 @@ class DINOLoss(nn.Module):
         self.student_temp = student_temp
         self.center_momentum = center_momentum
         self.warmup_teacher_temp_epochs = warmup_teacher_temp_epochs
-        # Kept as a tensor for code that reads it (LightlySSL has it); forward uses the
-        # Python floats so the temperature is a compile-time constant, not a tensor index.
         self.teacher_temp_schedule = torch.linspace(
             warmup_teacher_temp, teacher_temp, warmup_teacher_temp_epochs
         )
-        self._schedule = [float(t) for t in self.teacher_temp_schedule]
+        # The schedule then teacher_temp, looked up as a tensor: a compiled training step
+        # sees the epoch as a symbolic integer and does not recompile when it changes (a
+        # Python float per epoch would recompile every epoch, up to torch's limit).
+        temperatures = torch.cat([self.teacher_temp_schedule, torch.tensor([teacher_temp])])
+        self.register_buffer("_temperatures", temperatures, persistent=False)
         self.register_buffer("center", torch.zeros(1, 1, output_dim))
 
-    def _teacher_temperature(self, teacher_temp: float | None, epoch: int | None) -> float:
+    def _teacher_temperature(
+        self, teacher_temp: float | Tensor | None, epoch: int | None
+    ) -> float | Tensor:
+        if isinstance(teacher_temp, Tensor):  # a schedule's value (see DINOv2)
+            return teacher_temp
         if teacher_temp is not None:
             return float(teacher_temp)
-        if epoch is not None and epoch < self.warmup_teacher_temp_epochs:
-            return self._schedule[epoch]
-        return self.teacher_temp
+        if epoch is None:
+            return self.teacher_temp
+        return self._temperatures[min(max(epoch, 0), self.warmup_teacher_temp_epochs)]
 
     def forward(
         self,
         teacher_out: list[Tensor],
         student_out: list[Tensor],
-        teacher_temp: float | None = None,
+        teacher_temp: float | Tensor | None = None,
         epoch: int | None = None,
     ) -> Tensor:
         """Computes the loss and updates the center.

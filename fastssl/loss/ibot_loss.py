@@ -85,7 +85,7 @@ class IBOTPatchLoss(nn.Module):
         self.center = Center(size=(1, output_dim), mode=center_mode, momentum=center_momentum)
 
     def _cross_entropy(
-        self, teacher_out: Tensor, student_out: Tensor, teacher_temp: float | None
+        self, teacher_out: Tensor, student_out: Tensor, teacher_temp: float | Tensor | None
     ) -> Tensor:
         """Per-token cross-entropy ``H(p, q)`` of (M, K) outputs, shape (M,)."""
         temperature = self.teacher_temp if teacher_temp is None else teacher_temp
@@ -98,7 +98,7 @@ class IBOTPatchLoss(nn.Module):
         teacher_out: Tensor,
         student_out: Tensor,
         mask: Tensor,
-        teacher_temp: float | None = None,
+        teacher_temp: float | Tensor | None = None,
     ) -> Tensor:
         """Computes the loss and updates the center.
 
@@ -177,7 +177,7 @@ class IBOTPlusPlusPatchLoss(IBOTPatchLoss):
         teacher_out: Tensor,
         student_out: Tensor,
         mask: Tensor | None = None,
-        teacher_temp: float | None = None,
+        teacher_temp: float | Tensor | None = None,
         visible_loss_weight: float = 1.0,
     ) -> Tensor:
         """Computes the loss and updates the center.

@@ -199,3 +199,15 @@ def local_crop_size(
             f"got {name}={requested!r}."
         )
     return requested
+
+
+def uniform_drop_path(vit: MaskedVisionTransformer, rate: float) -> None:
+    """The same stochastic-depth rate on both residual branches of every block of ``vit``
+    (torchvision or timm inside a masked wrapper), in place: DINOv2's and CAPI's students."""
+    from fastssl.models.utils import add_stochastic_depth_to_blocks, update_drop_path_rate
+
+    inner: Any = getattr(vit, "vit")  # noqa: B009 - set by both wrappers
+    if isinstance(inner, TorchvisionViT):
+        add_stochastic_depth_to_blocks(inner, prob=rate, mode="row")
+    else:
+        update_drop_path_rate(inner, drop_path_rate=rate, mode="uniform")

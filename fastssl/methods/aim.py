@@ -35,6 +35,7 @@ from fastssl.loss.reconstruction_loss import MaskedReconstructionLoss
 from fastssl.methods import _vit
 from fastssl.methods._common import FIRST_STEP, check_count
 from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_views
+from fastssl.models.backbones import parse_timm_name
 from fastssl.models.utils import (
     initialize_2d_sine_cosine_positional_embedding,
     patchify,
@@ -77,54 +78,139 @@ def _causal_vit(
     return vit
 
 
-def build_causal_vit(backbone: str | nn.Module, input_size: int) -> nn.Module:
-    """Builds AIM's prefix-causal ViT from a name or takes a given one.
+def _timm_vit_types() -> tuple[type, type, type]:
+    """timm's ``VisionTransformer``, ``Block`` and ``Attention`` (the classes AIM converts)."""
+    from timm.models.vision_transformer import Attention, Block, VisionTransformer
+
+    return VisionTransformer, Block, Attention
+
+
+def make_prefix_causal(vit: nn.Module, input_size: int, what: str) -> nn.Module:
+    """Turns a timm ``VisionTransformer`` into AIM's prefix-causal trunk, in place.
+
+    The model, its blocks and their attention become ``MaskedCausalVisionTransformer``,
+    ``MaskedCausalBlock`` and ``MaskedCausalAttention``: subclasses that add no parameter
+    or buffer, so every weight, the drop path, layer scale and normalisation stay as built;
+    only the attention becomes prefix-causal when a mask is given. A classifier head is
+    replaced by none (``reset_classifier(0)``) so that no parameter goes unused.
 
     Args:
-        backbone: A torchvision ViT name (``"vit_b_16"``...) or ``"timm:<vit name>"`` (the
-            architecture is copied, not the weights), or a ``MaskedCausalVisionTransformer``
-            without class token (used as is).
+        vit: A timm ``VisionTransformer`` (or an AIM trunk already) whose blocks are timm's
+            ``Block`` with timm's ``Attention``.
+        input_size: Image size AIM trains at; the ViT must be built for it.
+        what: How the user gave the backbone, for error messages.
+
+    Returns:
+        ``vit``, converted.
+
+    Raises:
+        ValueError: For a subclass of ``VisionTransformer`` (e.g. a distilled DeiT), blocks
+            of another kind (parallel, post-norm), or an image size other than
+            ``input_size``; each message says what to pass instead.
+    """
+    from fastssl.models.modules.masked_causal_vision_transformer import (
+        MaskedCausalAttention,
+        MaskedCausalBlock,
+        MaskedCausalVisionTransformer,
+    )
+
+    vit_type, block_type, attention_type = _timm_vit_types()
+    if type(vit) not in (vit_type, MaskedCausalVisionTransformer):
+        raise ValueError(
+            f"AIM needs a plain timm VisionTransformer, got {what} of type "
+            f"{type(vit).__name__}: create one with timm.create_model('vit_...') or pass "
+            "'timm:<vit name>'."
+        )
+    module: Any = vit
+    for index, block in enumerate(module.blocks):
+        if type(block) not in (block_type, MaskedCausalBlock) or type(block.attn) not in (
+            attention_type,
+            MaskedCausalAttention,
+        ):
+            raise ValueError(
+                f"AIM makes timm's pre-norm Block / Attention prefix-causal, but block {index} "
+                f"of {what} is a {type(block).__name__} with a "
+                f"{type(getattr(block, 'attn', None)).__name__}: use a ViT built from timm's "
+                "default Block (e.g. vit_small_patch16_224, vit_base_patch16_224)."
+            )
+    size = tuple(int(s) for s in module.patch_embed.img_size)
+    if size != (input_size, input_size):
+        raise ValueError(
+            f"{what} is built for {size[0]}x{size[1]} images but AIM trains at "
+            f"input_size={input_size}: create it with img_size={input_size}."
+        )
+    for block in module.blocks:
+        block.attn.__class__ = MaskedCausalAttention
+        block.__class__ = MaskedCausalBlock
+    module.__class__ = MaskedCausalVisionTransformer
+    if module.num_classes:
+        module.reset_classifier(0)
+    return vit
+
+
+def build_causal_vit(backbone: str | nn.Module, input_size: int) -> nn.Module:
+    """Builds AIM's prefix-causal ViT from a name or converts a given timm ViT.
+
+    Args:
+        backbone: One of:
+
+            - a torchvision ViT name (``"vit_b_16"``...): its architecture is rebuilt with
+              timm blocks, as the paper's trunk (no class token, average pooling, fixed
+              sine-cosine positions);
+            - ``"timm:<vit name>"`` with optional ``timm.create_model`` options in
+              parentheses (``"timm:vit_small_patch16_224(drop_path_rate=0.1)"``, see
+              :func:`~fastssl.models.backbones.parse_timm_name`): the named timm model built
+              as the paper's trunk (``class_token=False, no_embed_class=True,
+              global_pool="avg"``, sine-cosine positions; the options may override these)
+              with prefix-causal attention;
+            - a timm ``VisionTransformer`` module (a ``MaskedCausalVisionTransformer``
+              included): converted in place by :func:`make_prefix_causal`, keeping its
+              weights, positional embedding, class / register tokens and pooling.
+
         input_size: Image size.
 
     Raises:
         ImportError: Without timm, naming ``pip install timm``.
-        ValueError: For other backbones.
+        ValueError: For other backbones, naming the accepted ones.
     """
     timm = _vit.import_timm("AIM")
-    from fastssl.models.modules.masked_causal_vision_transformer import (
-        MaskedCausalVisionTransformer,
-    )
-
-    if isinstance(backbone, MaskedCausalVisionTransformer):
-        if backbone.num_prefix_tokens != 0 or backbone.num_classes != 0:
-            raise ValueError(
-                "AIM's backbone must have no class / register token and no classifier "
-                "(class_token=False, no_embed_class=True, num_classes=0), got "
-                f"num_prefix_tokens={backbone.num_prefix_tokens}, "
-                f"num_classes={backbone.num_classes}."
-            )
-        return backbone
     if isinstance(backbone, str) and backbone in _TORCHVISION_SIZES:
         return _causal_vit(input_size, *_TORCHVISION_SIZES[backbone], mlp_ratio=4.0)
     if isinstance(backbone, str) and backbone.startswith("timm:"):
-        model: Any = timm.create_model(
-            backbone[len("timm:") :], pretrained=False, num_classes=0, img_size=input_size
-        )
-        if not _vit.is_vit(model):
-            raise ValueError(f"backbone {backbone!r} is not a timm VisionTransformer.")
-        mlp_ratio = model.blocks[0].mlp.fc1.out_features / model.embed_dim
-        size = model.patch_embed.patch_size
-        return _causal_vit(
-            input_size,
-            int(size[0]),
-            int(model.embed_dim),
-            len(model.blocks),
-            int(model.blocks[0].attn.num_heads),
-            mlp_ratio,
-        )
+        name, options = parse_timm_name(backbone[len("timm:") :])
+        kwargs = {
+            "pretrained": False,
+            "num_classes": 0,
+            "img_size": input_size,
+            "class_token": False,
+            "no_embed_class": True,
+            "global_pool": "avg",
+            **options,
+        }
+        try:
+            model: Any = timm.create_model(name, **kwargs)
+        except TypeError as error:  # a model that does not take ViT arguments
+            raise ValueError(
+                f"backbone {backbone!r} is not a timm VisionTransformer ({error}); AIM needs "
+                "one, e.g. 'timm:vit_small_patch16_224'."
+            ) from error
+        except RuntimeError as error:  # timm: "Unknown model (...)"
+            raise ValueError(
+                f"backbone {backbone!r}: {error}; AIM needs a timm ViT name, e.g. "
+                "'timm:vit_small_patch16_224' (timm.list_models('vit_*') lists them)."
+            ) from error
+        make_prefix_causal(model, input_size, f"backbone {backbone!r}")
+        if model.pos_embed is not None:  # the paper's fixed 2D sine-cosine positions
+            prefix = int(model.pos_embed.shape[1]) - int(model.patch_embed.num_patches)
+            initialize_2d_sine_cosine_positional_embedding(
+                model.pos_embed, num_prefix_tokens=prefix
+            )
+        return model
+    if isinstance(backbone, nn.Module) and _vit._is_timm_vit(backbone):
+        return make_prefix_causal(backbone, input_size, "the backbone module")
     raise ValueError(
         f"AIM needs a ViT backbone: one of {', '.join(_TORCHVISION_SIZES)}, "
-        "'timm:<vit name>' or a MaskedCausalVisionTransformer, got "
+        "'timm:<vit name>(options)' or a timm VisionTransformer module, got "
         f"{backbone if isinstance(backbone, str) else type(backbone).__name__!r}."
     )
 
@@ -140,15 +226,21 @@ class AIM(Method):
     normalised pixels, averaged over the targets after the prefix (the paper's recipe;
     LightlySSL's example instead predicts patch ``i`` from token ``i``, which attends to it).
 
-    ``forward(images)`` is the bidirectional trunk, average pooled: (B, D).
+    ``forward(images)`` is the bidirectional trunk, pooled as the ViT pools (average for
+    the paper's trunk): (B, D).
+
+    The backbone is a torchvision ViT name, ``"timm:<vit name>(options)"`` or a timm
+    ``VisionTransformer`` module (see :func:`build_causal_vit`); a module keeps its weights
+    and is made prefix-causal in place. Class or register tokens of a module are kept: they
+    join the bidirectional prefix and predict nothing.
 
     Defaults are the paper's: prediction head of 12 MLP blocks of width 2048, normalised
     pixel targets, prefix up to N - 1 patches, AIM's augmentation (random resized crop with
     scale 0.4-1, horizontal flip).
 
     Args:
-        backbone: A ViT name or a ``MaskedCausalVisionTransformer`` (see
-            :func:`build_causal_vit`).
+        backbone: A torchvision ViT name, ``"timm:<vit name>(options)"`` or a timm
+            ``VisionTransformer`` (see :func:`build_causal_vit`).
         input_size: Image size.
         feature_dim: D of the trunk (its width when None).
         head_hidden_dim: Width of the prediction head.
@@ -191,8 +283,8 @@ class AIM(Method):
         if isinstance(backbone, TorchvisionViT):
             raise ValueError(
                 "AIM needs a prefix-causal ViT: pass a torchvision ViT name (its architecture "
-                "is rebuilt with timm blocks) or a MaskedCausalVisionTransformer, not a "
-                "torchvision VisionTransformer instance."
+                "is rebuilt with timm blocks), 'timm:<vit name>' or a timm VisionTransformer, "
+                "not a torchvision VisionTransformer instance."
             )
         vit: Any = build_causal_vit(backbone, input_size)
         dim = int(vit.embed_dim)
@@ -227,9 +319,12 @@ class AIM(Method):
         """Per-token predictions (B, N, 3 * patch_size**2) under the prefix ``mask`` (B, N)
         (True after the prefix); token ``i`` predicts patch ``i + 1``."""
         vit: Any = self.backbone
-        features = vit.forward_features(images, mask=mask)
-        # AIM adds the positions again before the head.
-        prediction: Tensor = self.projection_head(features + vit.pos_embed)
+        # Class / register tokens (a timm module's) are in the prefix and predict nothing.
+        features = vit.forward_features(images, mask=mask)[:, -self.num_patches :]
+        if vit.pos_embed is not None:
+            # AIM adds the positions again before the head (those of the patches).
+            features = features + vit.pos_embed[:, -self.num_patches :]
+        prediction: Tensor = self.projection_head(features)
         return prediction
 
     def training_step(self, views: Sequence[Tensor], info: StepInfo = FIRST_STEP) -> Tensor:

@@ -189,6 +189,10 @@ class Method(nn.Module):
     #: Attribute holding the EMA copy of the backbone (teacher / target / momentum
     #: encoder), for methods that keep one; see :meth:`ema_backbone`.
     ema_backbone_attr: ClassVar[str | None] = None
+    #: The network the paper evaluates and ``fastssl eval`` / ``export`` use by default:
+    #: ``"online"`` (the trained backbone) or ``"ema"`` (:meth:`ema_backbone`, e.g. DINO's
+    #: teacher).
+    eval_network: ClassVar[Literal["online", "ema"]] = "online"
 
     def __init__(
         self,

@@ -24,11 +24,9 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import Tensor, nn
 
 from fastssl.loss.ntx_ent_loss import ntxent_memory_bank_loss
-from fastssl.methods import _vit
 from fastssl.methods._common import (
     FIRST_STEP,
     EMAMethod,
@@ -37,8 +35,8 @@ from fastssl.methods._common import (
     check_momentum,
     two_views,
 )
+from fastssl.methods._dense import feature_map_backbone
 from fastssl.methods.base import OptimizerDefaults, StepInfo, build_views
-from fastssl.models.backbones import build_backbone
 from fastssl.models.modules.heads.contrastive import DenseCLProjectionHead
 from fastssl.models.modules.memory_bank import MemoryBankModule
 from fastssl.models.utils import (
@@ -49,60 +47,6 @@ from fastssl.models.utils import (
 )
 from fastssl.transforms.densecl_transform import DenseCLTransform
 from fastssl.utils import dist
-
-
-class _ForwardFeatures(nn.Module):
-    """A timm model returning its ``forward_features`` (the map before pooling)."""
-
-    def __init__(self, model: Any) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: Tensor) -> Tensor:
-        out: Tensor = self.model.forward_features(images)
-        return out
-
-
-def _unusable(backbone: object, why: str) -> ValueError:
-    name = backbone if isinstance(backbone, str) else type(backbone).__name__
-    return ValueError(
-        f"DenseCL needs a convolutional backbone with a spatial feature map, got "
-        f"backbone={name!r} ({why}); use a ResNet name (e.g. 'resnet50'), a timm CNN "
-        "('timm:<name>'), or a module mapping (B, 3, H, W) images to (B, C, h, w) maps."
-    )
-
-
-def feature_map_backbone(
-    backbone: str | nn.Module, input_size: int, feature_dim: int | None = None
-) -> tuple[nn.Module, int]:
-    """A module mapping images (B, 3, H, W) to feature maps (B, C, h, w), and C.
-
-    torchvision ResNets lose their global pooling and classifier (the layers up to
-    ``layer4`` are kept, named like LightlySSL's DenseCL example); timm models use their
-    ``forward_features``; other modules must already return (B, C, h, w) maps.
-
-    Raises:
-        ValueError: For vision transformers and modules without a spatial output.
-    """
-    if isinstance(backbone, str) and _vit.is_vit(backbone):
-        raise _unusable(backbone, "a vision transformer has no spatial feature map")
-    module = build_backbone(backbone, input_size)[0] if isinstance(backbone, str) else backbone
-    if isinstance(module, torchvision.models.ResNet):
-        # children: conv1, bn1, relu, maxpool, layer1..4, avgpool, fc
-        trunk = nn.Sequential(*list(module.children())[:-2])
-        return trunk, int(module.layer4[-1].conv1.in_channels)
-    if hasattr(module, "forward_features") and not _vit.is_vit(module):
-        module = _ForwardFeatures(module)
-    if _vit.is_vit(module):
-        raise _unusable(backbone, "a vision transformer has no spatial feature map")
-    was_training = module.training
-    module.eval()
-    with torch.no_grad():
-        probe = module(torch.zeros(2, 3, input_size, input_size))
-    module.train(was_training)
-    if probe.dim() != 4:
-        raise _unusable(backbone, f"its output has shape {tuple(probe.shape)}, not (B, C, h, w)")
-    return module, feature_dim or int(probe.shape[1])
 
 
 class DenseCL(EMAMethod):

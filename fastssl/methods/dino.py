@@ -20,7 +20,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -55,6 +55,10 @@ class DINO(EMAMethod):
     Works with ResNets (``"resnet50"``...) and ViTs (``"vit_b_16"``,
     ``"timm:vit_small_patch16_224"``, or a torchvision / timm ``VisionTransformer``); ViTs are
     wrapped so that the local crops, of another resolution, resize the positional embedding.
+    Stochastic depth is the student's only: ``"timm:vit_small_patch16_224(drop_path_rate=0.1)"``
+    gives the student the reference code's drop path 0.1, and the teacher (a copy) has it
+    switched off. ``fastssl eval`` and ``fastssl export`` use the teacher
+    (:attr:`eval_network`), as the paper does.
 
     Defaults are the paper's (ViT-S/16 recipe of the reference code): 65536 prototypes, head
     2048-2048-256, teacher temperature 0.04 -> 0.07 over 30 epochs, student temperature 0.1,
@@ -89,6 +93,9 @@ class DINO(EMAMethod):
 
     name: ClassVar[str] = "dino"
     ema_backbone_attr: ClassVar[str | None] = "teacher_backbone"
+    # The paper evaluates the teacher (its eval_linear.py / eval_knn.py default to
+    # --checkpoint_key teacher), as lightly's DINO benchmarks do.
+    eval_network: ClassVar[Literal["online", "ema"]] = "ema"
     ema_pairs: ClassVar[tuple[tuple[str, str], ...]] = (
         ("backbone", "teacher_backbone"),
         ("head", "teacher_head"),

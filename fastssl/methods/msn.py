@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -98,6 +98,7 @@ class MSN(EMAMethod):
 
     name: ClassVar[str] = "msn"
     ema_backbone_attr: ClassVar[str | None] = "target_backbone"
+    eval_network: ClassVar[Literal["online", "ema"]] = "ema"  # MSN's code evaluates the target
     ema_pairs: ClassVar[tuple[tuple[str, str], ...]] = (
         ("backbone", "target_backbone"),
         ("projection_head", "target_projection_head"),

@@ -18,7 +18,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -30,8 +30,8 @@ from fastssl.methods import _vit
 from fastssl.methods._common import FIRST_STEP, check_count, embed, forward_views
 from fastssl.methods.base import Method, OptimizerDefaults, StepInfo, build_views
 from fastssl.models.modules.heads.clustering import SwaVProjectionHead, SwaVPrototypes
-from fastssl.models.modules.memory_bank import MemoryBankModule
 from fastssl.transforms.swav_transform import SwaVTransform
+from fastssl.utils import dist
 
 
 class SwaV(Method):
@@ -47,7 +47,16 @@ class SwaV(Method):
 
     With ``queue_length > 0`` every global crop keeps a queue of its last projections;
     from epoch ``start_queue_at_epoch`` on, their scores join the Sinkhorn batch (the paper's
-    small-batch recipe: 3840 features from epoch 15 at batch size 256).
+    small-batch recipe: 3840 features from epoch 15 at batch size 256, ``main_swav.py
+    --queue_length 3840 --epoch_queue_starts 15``). ``queue_length`` counts all processes,
+    as in the reference code: each of P processes queues its own last ``queue_length // P``
+    projections and the Sinkhorn normalisation sums over all of them, so a run scores
+    against the same number of features on any number of GPUs. The queue fills from the
+    first step (the reference code fills it from ``start_queue_at_epoch``; only the first
+    ``queue_length / batch`` steps of that epoch differ). It is neither a parameter nor a
+    buffer: it is not saved in checkpoints (nor is the reference code's) and distributed
+    training does not overwrite it with rank 0's (DDP broadcasts buffers before every
+    forward pass).
 
     Defaults are the paper's batch-4096 recipe: projection 2048-2048-128, 3000 prototypes
     frozen for the first epoch (313 steps), temperature 0.1, Sinkhorn epsilon 0.05 with 3
@@ -65,7 +74,7 @@ class SwaV(Method):
         sinkhorn_iterations: Sinkhorn iterations.
         sinkhorn_epsilon: Sinkhorn entropy regularisation.
         sinkhorn_gather_distributed: Normalise the codes over all processes.
-        queue_length: Projections kept per global crop (0: no queue).
+        queue_length: Projections kept per global crop over all processes (0: no queue).
         start_queue_at_epoch: First epoch whose codes use the queue.
         n_high_res_views: Number of global crops (the first views).
         n_local_views: Number of local crops of the default transform.
@@ -131,10 +140,32 @@ class SwaV(Method):
             sinkhorn_epsilon=sinkhorn_epsilon,
             sinkhorn_gather_distributed=sinkhorn_gather_distributed,
         )
-        self.queues = nn.ModuleList(
-            MemoryBankModule(size=(queue_length, output_dim), feature_dim_first=False)
-            for _ in range(n_high_res_views if queue_length > 0 else 0)
-        )
+        self.queue_length = queue_length
+        # (global crops, queue_length, output_dim), newest first; random unit vectors until
+        # filled (as lightly's memory bank). A plain attribute (see the class docstring),
+        # moved with the module by _apply.
+        views = n_high_res_views if queue_length > 0 else 0
+        self.queue = F.normalize(torch.randn(views, queue_length, output_dim), dim=-1)
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> SwaV:
+        """Moves / casts the queue with the module (``.to``, ``.cuda``, ``.half``...)."""
+        super()._apply(fn, recurse)
+        self.queue = fn(self.queue)
+        return self
+
+    def queue_size(self) -> int:
+        """Projections this process queues per global crop: ``queue_length // processes``.
+
+        Raises:
+            ValueError: If ``queue_length`` is below the number of processes.
+        """
+        size = self.queue_length // dist.world_size()
+        if self.queue_length and size < 1:
+            raise ValueError(
+                f"queue_length={self.queue_length} counts all {dist.world_size()} processes, "
+                "which would keep no projection each: raise it (the paper's 3840) or set 0"
+            )
+        return size
 
     def _project(self, images: Tensor) -> Tensor:
         return F.normalize(embed(self.backbone, self.projection_head, images), dim=1)
@@ -146,16 +177,20 @@ class SwaV(Method):
 
     @torch.no_grad()
     def _queue_scores(self, high_res: list[Tensor], epoch: int) -> list[Tensor] | None:
-        """Scores of the queued projections (taken before this batch is enqueued)."""
-        if not self.queues:
+        """Scores of the queued projections (taken before this batch is enqueued), from
+        ``start_queue_at_epoch`` on; enqueues this batch's global-crop projections."""
+        if self.queue_length == 0:
             return None
-        queued = [
-            queue(features.detach(), update=True)[1]
-            for queue, features in zip(self.queues, high_res, strict=True)
-        ]
+        size = self.queue_size()
+        queue = self.queue[:, :size]
+        queued = queue.clone()
+        # First in, first out, newest first (the reference code's order).
+        batch = torch.stack([features.detach() for features in high_res]).to(queue.dtype)
+        keep = min(batch.shape[1], size)
+        queue.copy_(torch.cat([batch[:, :keep], queued[:, : size - keep]], dim=1))
         if epoch < self.start_queue_at_epoch:
             return None
-        return [self._scores(features) for features in queued if features is not None]
+        return [self._scores(features) for features in queued]
 
     def training_step(self, views: Sequence[Tensor], info: StepInfo = FIRST_STEP) -> Tensor:
         """SwaV loss of a batch: the global crops first, then the local crops."""

@@ -1,4 +1,4 @@
-"""Callbacks of ``fastssl pretrain``: checkpoints, throughput and online kNN.
+"""Callbacks of ``fastssl pretrain``: checkpoints, throughput, online kNN and linear probe.
 
 - :class:`LastCheckpoint` rewrites ``OUT/last.ckpt`` every N optimizer steps and at the
   end, atomically (written aside, then renamed), so a crash or a non-finite loss leaves
@@ -12,6 +12,13 @@
   step time spent waiting for the next batch (near 0: compute bound; near 1: data bound).
 - :class:`OnlineKNN` logs weighted-kNN top-1 accuracy (InstDisc, Wu et al. 2018; k=200,
   t=0.1) of the backbone's features on a labeled folder at epoch ends.
+- :class:`OnlineLinearProbe` trains a linear classifier on the backbone's detached
+  features of a labeled folder alongside pretraining and logs its top-1 accuracy on
+  another labeled folder at epoch ends.
+
+With gradient accumulation (``trainer.accumulate_grad_batches``) the step-based work
+(checkpoints, finiteness checks, throughput logs) happens on the batches that end with an
+optimizer step, so a checkpoint never holds half an accumulated step.
 
 Example:
     >>> callbacks = [LastCheckpoint("runs/x", every_n_steps=500), ThroughputMonitor()]
@@ -20,9 +27,11 @@ Example:
 from __future__ import annotations
 
 import csv
+import math
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -35,16 +44,31 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from torch import nn
 
+from fastssl.eval.checkpoint import select_backbone
 from fastssl.eval.features import (
     NonFiniteFeaturesError,
     class_mapping,
     eval_transform,
     extract_features,
+    make_eval_loader,
     open_labeled,
+    pooled_features,
 )
 from fastssl.eval.knn import knn_accuracy
+from fastssl.methods.base import Method
+from fastssl.train.data import derive_seed
 from fastssl.train.module import NonFiniteLossError
 from fastssl.utils import dist
+from fastssl.utils.benchmarking.online_linear_classifier import OnlineLinearClassifier
+
+
+def scored_network(method: nn.Module) -> nn.Module:
+    """The network the online kNN and linear probe score: the one ``fastssl eval`` scores
+    by default (:func:`~fastssl.eval.checkpoint.select_backbone`: DINO's teacher, MSN's
+    target, BYOL's online backbone, ...), or ``method`` itself for a plain module."""
+    if isinstance(method, Method):
+        return select_backbone(method)[0]
+    return method
 
 
 class NonFiniteStateError(NonFiniteLossError):
@@ -104,6 +128,7 @@ class LastCheckpoint(pl.Callback):
         self.check_every_n_steps = check_every_n_steps
         self.last_saved_step = -1
         self._checked_step = -1
+        self._batch_end_step = 0  # global step at the previous batch end
 
     @property
     def last_path(self) -> Path:
@@ -159,6 +184,7 @@ class LastCheckpoint(pl.Callback):
         # A resumed run starts at the checkpoint's step: a run with nothing left to train
         # (already finished) must not rewrite it.
         self.last_saved_step = int(trainer.global_step) if trainer.global_step > 0 else -1
+        self._batch_end_step = int(trainer.global_step)
 
     def on_train_batch_end(
         self,
@@ -169,6 +195,9 @@ class LastCheckpoint(pl.Callback):
         batch_idx: int,
     ) -> None:
         step = int(trainer.global_step)
+        stepped, self._batch_end_step = step != self._batch_end_step, step
+        if not stepped:  # the batch was accumulated into the next optimizer step
+            return
         every = self.check_every_n_steps
         if every is None:
             every = int(getattr(trainer, "log_every_n_steps", 1))
@@ -245,7 +274,9 @@ class ThroughputMonitor(pl.Callback):
 
     Measured between consecutive ends of training batches; the wait is the time the
     loader's ``next()`` took (Lightning fetches the next batch inside that interval).
-    Values are averages over the steps since the last logged one, logged on the steps
+    ``perf/step_time_s`` is the time of one training batch (with gradient accumulation,
+    several batches make an optimizer step). Values are averages over the batches since
+    the last logged step, logged on the steps
     whose logs Lightning writes (every ``log_every_n_steps``): ``log_dict`` costs about a
     millisecond, so calling it on every step would cost more than 2 % of a small step,
     while the bookkeeping of the other steps costs microseconds (``fastssl profile
@@ -260,8 +291,9 @@ class ThroughputMonitor(pl.Callback):
         self.start_wait = 0.0
         self.steps = 0
         self.images = 0
-        # The window since the last logged step: [steps, images, seconds, waited seconds].
+        # The window since the last logged step: [batches, images, seconds, waited seconds].
         self._window = [0, 0, 0.0, 0.0]
+        self._batch_end_step = 0  # global step at the previous batch end
 
     def _wait(self, pl_module: pl.LightningModule) -> float:
         loader = getattr(pl_module, "loader", None)
@@ -272,6 +304,7 @@ class ThroughputMonitor(pl.Callback):
         # Waits already counted (e.g. the prefetch of the first batch) belong to the run.
         self.start_wait = self._last_wait = 0.0
         self._window = [0, 0, 0.0, 0.0]
+        self._batch_end_step = int(trainer.global_step)
 
     def on_train_batch_end(
         self,
@@ -294,20 +327,24 @@ class ThroughputMonitor(pl.Callback):
             window[3] += max(wait - self._last_wait, 0.0)
             # Set by Lightning's logger connector (not a declared attribute).
             every = int(getattr(trainer, "log_every_n_steps", 1))
-            if every > 0 and (trainer.global_step % every == 0 or trainer.should_stop):
-                steps, seen, seconds, waited = window
+            # Lightning writes step logs only on batches that end with an optimizer step.
+            stepped = trainer.global_step != self._batch_end_step
+            logged = every > 0 and (trainer.global_step % every == 0 or trainer.should_stop)
+            if stepped and logged:
+                batches, seen, seconds, waited = window
                 seconds = max(seconds, 1e-9)
                 pl_module.log_dict(
                     {
                         "perf/images_per_s": seen / seconds,
                         "perf/data_wait_fraction": min(waited / seconds, 1.0),
-                        "perf/step_time_s": seconds / steps,
+                        "perf/step_time_s": seconds / batches,
                     },
                     on_step=True,
                     on_epoch=False,
                 )
                 self._window = [0, 0, 0.0, 0.0]
         self._last_time, self._last_wait = now, wait
+        self._batch_end_step = int(trainer.global_step)
 
     def totals(self, pl_module: pl.LightningModule) -> dict[str, float]:
         """Images/s, data-wait fraction and wall seconds of the training loop so far."""
@@ -370,7 +407,7 @@ class OnlineKNN(pl.Callback):
         method: nn.Module = getattr(pl_module, "method")  # noqa: B009 (any module with .method)
         embed = partial(
             extract_features,
-            method,
+            scored_network(method),
             batch_size=self.batch_size,
             num_workers=self.num_workers,
             device=pl_module.device,
@@ -397,10 +434,226 @@ class OnlineKNN(pl.Callback):
         pl_module.log("knn/top1", self.last_top1, rank_zero_only=True)
 
 
+class OnlineLinearProbe(pl.Callback):
+    """A linear classifier trained alongside pretraining on the backbone's detached
+    features; its top-1 accuracy on a labeled folder is logged at epoch ends.
+
+    After every training batch, rank 0 takes the next batch of the labeled ``train`` folder
+    (shuffled, one pass after another; evaluation transform), computes the method's
+    features under ``torch.no_grad`` with every module in eval mode (BatchNorm uses its
+    running statistics and updates nothing; each module's mode is restored afterwards),
+    and takes one step of the probe's own SGD optimizer (momentum 0.9, no weight decay).
+    The backbone gets no gradient and no state change from it, and the pretraining
+    optimizer never sees the probe. Every ``every_n_epochs`` epochs the probe classifies
+    the ``val`` folder (labels matched to ``train``'s classes by name, as ``fastssl eval``
+    does) and its top-1 accuracy is logged as ``linear/top1``; the probe's training loss
+    is ``linear/train_loss``. The probe (LightlySSL's
+    :class:`~fastssl.utils.benchmarking.OnlineLinearClassifier`) and its optimizer are
+    saved in the checkpoint, so a resumed run continues them.
+
+    Args:
+        train: Labeled image folder (one subfolder per class) or labeled ``fastssl shards``
+            folder: the probe's training data.
+        val: The evaluation data, likewise.
+        input_size: Evaluation size (:func:`fastssl.eval.features.eval_transform`).
+        lr: The probe's learning rate.
+        every_n_epochs: Evaluate every N epochs.
+        batch_size: Labeled images per probe step, and per forward pass when evaluating.
+        num_workers: Loader processes.
+        seed: Seeds the probe's initialisation and the order of its data.
+
+    Raises:
+        FileNotFoundError: If a folder does not exist.
+        ValueError: If a folder has no classes, or ``val`` has a class ``train`` lacks.
+    """
+
+    def __init__(
+        self,
+        train: str,
+        val: str,
+        input_size: int,
+        lr: float = 0.1,
+        every_n_epochs: int = 1,
+        batch_size: int = 256,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        for name, folder in (("linear.train", train), ("linear.val", val)):
+            if not Path(folder).is_dir():
+                raise FileNotFoundError(f"{name}={folder!r} is not a folder of labeled images")
+        if lr <= 0 or batch_size < 1:
+            raise ValueError(
+                f"linear.lr must be > 0 and linear.batch_size >= 1, got {lr} and {batch_size}"
+            )
+        self.lr = lr
+        self.every_n_epochs = max(1, every_n_epochs)
+        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+        self.last_top1: float | None = None
+        # Opened now, so that a folder without classes, or a val class that train lacks,
+        # fails before training rather than at the first epoch end.
+        transform = eval_transform(input_size)
+        self._train, self._val = open_labeled(train, transform), open_labeled(val, transform)
+        self._target_map = class_mapping(self._train.classes, self._val)
+        self.num_classes = len(self._train.classes)
+        self.probe: OnlineLinearClassifier | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.passes = 0  # completed passes over the train folder (seeds each pass's order)
+        self._batches: Iterator[Any] | None = None
+        self._restored: dict[str, Any] | None = None  # checkpoint state, until the probe exists
+
+    # ----- features and probe -------------------------------------------------------------
+
+    @staticmethod
+    @torch.no_grad()
+    def features(method: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """Features (B, D) of ``images`` by ``method``'s scored network
+        (:func:`scored_network`) in eval mode, without gradient; every module's train/eval
+        mode is restored afterwards."""
+        network = scored_network(method)
+        modes = [(module, module.training) for module in network.modules()]
+        param = next((p for p in network.parameters() if p.is_floating_point()), None)
+        if param is not None:  # bf16-true / 16-true runs keep their weights in half
+            images = images.to(param.device, param.dtype)
+        network.eval()
+        try:
+            features = pooled_features(network(images))
+        finally:
+            for module, mode in modes:
+                module.training = mode
+        return features.float()
+
+    def _ensure_probe(self, feature_dim: int, device: torch.device) -> OnlineLinearClassifier:
+        """The probe, built on first use for ``feature_dim`` (seeded; the global random
+        state is left as it was), with the checkpoint's state when resuming."""
+        if self.probe is None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(derive_seed("linear-probe", self.seed))
+                probe = OnlineLinearClassifier(feature_dim, self.num_classes, topk=(1,))
+            probe.to(device)
+            self.optimizer = torch.optim.SGD(
+                probe.parameters(), lr=self.lr, momentum=0.9, weight_decay=0.0
+            )
+            self.probe = probe
+            if self._restored is not None:
+                self._load(self._restored)
+                self._restored = None
+        return self.probe
+
+    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next (images, targets) of the train folder, passes following each other."""
+        for _ in range(2):
+            if self._batches is None:
+                loader = make_eval_loader(
+                    self._train,
+                    self.batch_size,
+                    self.num_workers,
+                    shuffle=True,
+                    seed=derive_seed("linear-probe-data", self.seed, self.passes),
+                )
+                self._batches = iter(loader)
+            try:
+                images, targets, _keys = next(self._batches)
+                return images, torch.as_tensor(targets, dtype=torch.long)
+            except StopIteration:
+                self._batches = None
+                self.passes += 1
+        raise ValueError(f"linear.train={self._train.source!r} yielded no images")
+
+    def train_step(self, method: nn.Module, device: torch.device) -> float:
+        """One probe step on the next labeled batch; returns its loss (nothing is updated
+        when the loss is not finite)."""
+        images, targets = self._next_batch()
+        features = self.features(method, images.to(device))
+        probe = self._ensure_probe(features.shape[1], device)
+        assert self.optimizer is not None
+        probe.train()
+        with torch.enable_grad():
+            loss, _ = probe.training_step((features, targets.to(device)), 0)
+            value = float(loss.detach())
+            self.optimizer.zero_grad(set_to_none=True)
+            if math.isfinite(value):
+                loss.backward()
+                self.optimizer.step()
+        return value
+
+    @torch.no_grad()
+    def evaluate(self, pl_module: pl.LightningModule) -> float:
+        """Top-1 accuracy of the probe on the ``val`` folder, with ``pl_module.method``'s
+        current features."""
+        method: nn.Module = getattr(pl_module, "method")  # noqa: B009 (any module with .method)
+        try:
+            val = extract_features(
+                scored_network(method),
+                self._val,
+                batch_size=self.batch_size,
+                num_workers=self.num_workers,
+                device=pl_module.device,
+                target_map=self._target_map,
+            )
+        except NonFiniteFeaturesError as error:
+            raise NonFiniteStateError(f"online linear probe: {error}: training stopped") from error
+        probe = self._ensure_probe(val.features.shape[1], pl_module.device)
+        probe.eval()
+        logits = probe(val.features.to(pl_module.device)).float().cpu()
+        return float((logits.argmax(dim=1) == val.labels).float().mean())
+
+    # ----- Lightning hooks ----------------------------------------------------------------
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if not trainer.is_global_zero:
+            return
+        method: nn.Module = getattr(pl_module, "method")  # noqa: B009
+        loss = self.train_step(method, pl_module.device)
+        pl_module.log("linear/train_loss", loss, on_step=True, on_epoch=False, rank_zero_only=True)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if (trainer.current_epoch + 1) % self.every_n_epochs != 0 or not trainer.is_global_zero:
+            return
+        self.last_top1 = self.evaluate(pl_module)
+        pl_module.log("linear/top1", self.last_top1, rank_zero_only=True)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._batches = None  # stops the probe loader's workers
+
+    # ----- checkpoints --------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.probe is None or self.optimizer is None:
+            return {"passes": self.passes}
+        return {
+            "passes": self.passes,
+            "probe": self.probe.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.passes = int(state_dict.get("passes", 0))
+        self._batches = None
+        if "probe" not in state_dict:
+            return
+        if self.probe is None:
+            self._restored = dict(state_dict)
+        else:
+            self._load(state_dict)
+
+    def _load(self, state: dict[str, Any]) -> None:
+        assert self.probe is not None and self.optimizer is not None
+        self.probe.load_state_dict(state["probe"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
 __all__ = [
     "LastCheckpoint",
     "NonFiniteStateError",
     "OnlineKNN",
+    "OnlineLinearProbe",
     "ResumableCSVLogger",
     "ThroughputMonitor",
     "non_finite_tensors",

@@ -7,6 +7,8 @@ field is reachable with ``--set key.sub=value`` (repeatable). Examples::
     fastssl pretrain pipelines/dino.yaml --data shards/ --devices 8 --precision bf16-mixed \\
         --set method_kwargs.backbone=vit_b_16 --set optimizer.lr=0.0005
     fastssl pretrain pipelines/simclr.yaml --data images/ --resume runs/simclr/last.ckpt
+    fastssl pretrain pipelines/simclr.yaml --data images/ --batch-size 256 \\
+        --accumulate-grad-batches 4 --logger wandb   # steps of 1024 images, logged to W&B
 
 A run into an ``--out`` folder that holds a checkpoint continues it (``--resume auto``, the
 default: a requeued cluster job goes on) or, with ``--overwrite``, starts over.
@@ -38,6 +40,9 @@ FLAG_KEYS: dict[str, str] = {
     "compile": "trainer.compile",
     "seed": "trainer.seed",
     "out": "trainer.out",
+    # fastssl pretrain only (add_arguments):
+    "accumulate_grad_batches": "trainer.accumulate_grad_batches",
+    "logger": "trainer.logger",
 }
 
 
@@ -45,7 +50,9 @@ EPILOG = """\
 A recipe has these sections; every key can be set with --set section.key=value:
   method          registry name (simclr, byol, dino, ...) or module:Class
   method_kwargs   the method's arguments: backbone (resnet18, resnet50, vit_b_16,
-                  timm:<name>, ...), heads, temperature, momentum, ...
+                  timm:<name>, timm:<name>(<options>) e.g.
+                  'timm:vit_small_patch16_224(drop_path_rate=0.1)', for every method
+                  AIM included), heads, temperature, momentum, ...
   views           arguments of the method's view transform that replace the paper's,
                   e.g. --set views.gaussian_blur=0.0 --set views.min_scale=0.2
                   (BYOL-style pairs get them on both views)
@@ -59,13 +66,25 @@ A recipe has these sections; every key can be set with --set section.key=value:
   schedule        warmup_epochs or warmup_steps, end_factor, warmup_start_factor
   trainer         max_steps, max_epochs, max_time, precision, compile, channels_last,
                   matmul_small_convs (tiny-output convolutions as matmuls; default:
-                  on for CPUs, off for GPUs), gradient_clip,
-                  checkpoint_every_n_steps, log_every_n_steps, seed, out
+                  on for CPUs, off for GPUs), gradient_clip, accumulate_grad_batches,
+                  checkpoint_every_n_steps, log_every_n_steps, logger (csv,
+                  tensorboard, wandb), wandb_project, wandb_name, seed, out
   knn             train/val labeled folders for online kNN at epoch ends (k, t)
+  linear          train/val labeled folders for an online linear probe: a linear
+                  classifier on the backbone's detached features, trained alongside on
+                  train (one step of its own SGD per training batch; lr, batch_size),
+                  its top-1 on val logged at epoch ends (linear/top1, every_n_epochs)
 Unset optimizer and schedule keys take the method's paper defaults.
 
-Writes OUT/last.ckpt, OUT/summary.json, OUT/metrics.csv, OUT/config.yaml and
-TensorBoard logs (OUT/tensorboard). last.ckpt is only ever replaced by a finite state.
+Gradient accumulation (--accumulate-grad-batches N) makes one optimizer step of N batches
+(the mean of their gradients): the learning rate scales with the effective batch (batch
+size x N), and steps, --max-steps and the schedules count optimizer steps.
+
+Writes OUT/last.ckpt, OUT/summary.json, OUT/metrics.csv, OUT/config.yaml and the logs of
+--logger: TensorBoard (OUT/tensorboard, the default) or Weights & Biases (OUT/wandb;
+WANDB_MODE=offline logs without a network). last.ckpt is only ever replaced by a finite
+state. With several processes, rank 0 alone prints the closing line and writes
+summary.json; its final_loss is the mean over ranks.
 
 An OUT that holds a checkpoint (last.ckpt, or hpc_ckpt_N.ckpt from a SLURM requeue):
   --resume auto   (default) continue its newest checkpoint, metrics.csv rows kept; a run
@@ -86,6 +105,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG.format(exit_codes=EXIT_CODES_HELP)
     parser.add_argument("config", help="YAML recipe, e.g. pipelines/simclr.yaml")
     add_recipe_arguments(parser)
+    parser.add_argument(
+        "--accumulate-grad-batches",
+        dest="accumulate_grad_batches",
+        type=int,
+        metavar="N",
+        help="one optimizer step per N batches (the mean of their gradients); the learning "
+        "rate scales with the effective batch (batch size x N), steps count optimizer steps",
+    )
+    parser.add_argument(
+        "--logger",
+        dest="logger",
+        choices=["csv", "tensorboard", "wandb"],
+        help="where metrics go besides OUT/metrics.csv (always written): tensorboard "
+        "(default, OUT/tensorboard), wandb (Weights & Biases, pip install wandb; "
+        "WANDB_MODE=offline needs no network) or csv (metrics.csv only)",
+    )
     parser.add_argument(
         "--resume",
         default="auto",
@@ -185,6 +220,14 @@ def config_from_args(args: argparse.Namespace) -> Any:
     return apply_overrides(config, list(args.overrides), values=flag_values(args))
 
 
+def _is_rank_zero() -> bool:
+    """Whether this process is the run's rank 0 (Lightning records the rank of each of the
+    processes it starts or joins)."""
+    from pytorch_lightning.utilities import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
 def _print_flushed(text: str) -> None:
     """Prints the start-of-run setup block at once (before Lightning's own output)."""
     print(text, flush=True)
@@ -207,6 +250,8 @@ def run(args: argparse.Namespace) -> int:
         if exit_code(error) == EXIT_INTERNAL:
             raise
         return report_error("fastssl pretrain", error)
+    if not _is_rank_zero():
+        return 0  # rank 0 prints the closing lines, once for the run
     if summary.get("already_finished"):
         print(
             f"fastssl pretrain: {summary['checkpoint']} has already finished ({summary['steps']} "

@@ -31,6 +31,7 @@ LrScaling = Literal["linear", "sqrt", "none"]
 Precision = Literal["32", "32-true", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64"]
 Accelerator = Literal["auto", "cpu", "gpu", "cuda", "mps"]
 BackendName = Literal["auto", "torch", "dali", "ffcv"]
+LoggerName = Literal["csv", "tensorboard", "wandb"]
 
 
 class ConfigError(ValueError):
@@ -93,7 +94,7 @@ class ScheduleConfig:
 class TrainerConfig:
     """Run length, hardware, numerics, checkpoints and logging."""
 
-    max_steps: int = -1  # -1: bounded by max_epochs
+    max_steps: int = -1  # optimizer steps (-1: bounded by max_epochs)
     max_epochs: int | None = 100
     max_time: str | None = None  # "DD:HH:MM:SS"; stops early (the schedule is not shortened)
     accelerator: Accelerator = "auto"
@@ -108,9 +109,19 @@ class TrainerConfig:
     # where oneDNN is slow on such maps; off for GPUs)
     matmul_small_convs: bool | None = None
     gradient_clip: float | None = None  # max gradient norm (None: the method's clip_grad_norm)
+    # Batches per optimizer step (the mean of their gradients): the effective batch is
+    # data.batch_size x accumulate_grad_batches (the learning rate scales with it; steps,
+    # max_steps and the schedules count optimizer steps)
+    accumulate_grad_batches: int = 1
     checkpoint_every_n_steps: int = 1000  # rewrite OUT/last.ckpt every N optimizer steps
     keep_step_checkpoints: bool = False  # also keep OUT/step-<N>.ckpt copies
     log_every_n_steps: int = 50
+    # Where metrics go besides OUT/metrics.csv (always written): "tensorboard" (OUT/tensorboard),
+    # "wandb" (Weights & Biases, files under OUT/wandb; WANDB_MODE=offline needs no network;
+    # pip install wandb) or "csv" (metrics.csv only)
+    logger: LoggerName = "tensorboard"
+    wandb_project: str = "fastssl"  # the W&B project of logger "wandb"
+    wandb_name: str | None = None  # the W&B run name (None: the name of the out folder)
     seed: int = 0  # one seed: init, data order, augmentation, method randomness
     out: str = "runs/pretrain"  # output folder
 
@@ -128,6 +139,18 @@ class KNNConfig:
 
 
 @dataclass
+class LinearProbeConfig:
+    """Online linear probe: a linear classifier on the backbone's detached features, trained
+    alongside pretraining on a labeled folder, its top-1 accuracy measured at epoch ends."""
+
+    train: str | None = None  # labeled image folder (class subfolders): the probe's data
+    val: str | None = None  # labeled image folder: the accuracy's queries
+    lr: float = 0.1  # the probe's SGD learning rate (momentum 0.9, no weight decay)
+    every_n_epochs: int = 1  # evaluate every N epochs
+    batch_size: int = 256  # labeled images per probe step (one step per training batch)
+
+
+@dataclass
 class PretrainConfig:
     """A whole pretraining recipe."""
 
@@ -141,6 +164,7 @@ class PretrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     knn: KNNConfig = field(default_factory=KNNConfig)
+    linear: LinearProbeConfig = field(default_factory=LinearProbeConfig)
 
 
 def _describe(hint: Any) -> str:
@@ -322,6 +346,7 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "KNNConfig",
+    "LinearProbeConfig",
     "OptimizerConfig",
     "PretrainConfig",
     "ScheduleConfig",

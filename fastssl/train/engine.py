@@ -7,11 +7,14 @@ synchronized BatchNorm when more than one process runs), trains, and writes to
 
 - ``last.ckpt``: the checkpoint (see :mod:`fastssl.train.checkpoint`), rewritten every
   ``checkpoint_every_n_steps`` steps and at the end;
-- ``summary.json``: method, steps, epochs, final_loss, images_per_s, wall_s,
-  data_wait_fraction (and the batch, learning rate, world size, kNN accuracy) and the
-  resolved setup (:func:`run_setup`: data backend and why, loss kernel, compile,
-  precision, small-convolution path), which ``fastssl pretrain`` also prints at start;
-- ``metrics.csv`` (and TensorBoard logs under ``tensorboard/`` when it is installed);
+- ``summary.json`` (rank 0): method, steps (optimizer steps), epochs, final_loss (the
+  last optimizer step's loss, averaged over its accumulated batches and over ranks),
+  images_per_s, wall_s, data_wait_fraction (and the batch, accumulation, learning rate,
+  world size, online kNN and linear-probe accuracies) and the resolved setup
+  (:func:`run_setup`: data backend and why, loss kernel, compile, precision,
+  small-convolution path), which ``fastssl pretrain`` also prints at start;
+- ``metrics.csv`` always, and the logs of ``trainer.logger``: TensorBoard under
+  ``tensorboard/`` (the default) or Weights & Biases under ``wandb/``;
 - ``config.yaml``: the resolved recipe.
 
 Resuming (``resume="OUT/last.ckpt"``, or ``"auto"``: the newest checkpoint of ``OUT``;
@@ -35,6 +38,7 @@ import importlib.util
 import json
 import math
 import time
+import uuid
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -58,6 +62,7 @@ from fastssl.models.batchnorm import SyncBatchNormPlugin
 from fastssl.train.callbacks import (
     LastCheckpoint,
     OnlineKNN,
+    OnlineLinearProbe,
     ResumableCSVLogger,
     ThroughputMonitor,
 )
@@ -254,6 +259,7 @@ def build_module(config: PretrainConfig) -> PretrainModule:
         optimizer=optimizer,
         schedule=to_dict(config)["schedule"],
         batch_size=config.data.batch_size,
+        accumulate_grad_batches=config.trainer.accumulate_grad_batches,
         max_steps=config.trainer.max_steps,
         max_epochs=config.trainer.max_epochs,
         seed=config.trainer.seed,
@@ -268,18 +274,123 @@ def build_module(config: PretrainConfig) -> PretrainModule:
     return module
 
 
-def _has_tensorboard() -> bool:
-    return any(importlib.util.find_spec(name) for name in ("tensorboard", "tensorboardX"))
+def _installed(*names: str) -> bool:
+    return any(importlib.util.find_spec(name) is not None for name in names)
 
 
-def _loggers(out: Path, keep_metrics_before: int | None = None) -> list[Any]:
+#: The file of OUT that keeps the W&B run id, so that a resumed run logs into the same run.
+WANDB_ID_FILE = "wandb_run_id.txt"
+
+
+def _wandb_id(out: Path, resuming: bool) -> str:
+    """The W&B run id of ``out``: the stored one when resuming, else a new one (stored)."""
+    path = out / WANDB_ID_FILE
+    if resuming and path.is_file():
+        stored = path.read_text().strip()
+        if stored:
+            return stored
+    run_id = uuid.uuid4().hex[:12]
+    if getattr(rank_zero_only, "rank", 0) == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(run_id + "\n")
+    return run_id
+
+
+def build_loggers(
+    config: PretrainConfig,
+    out: Path,
+    keep_metrics_before: int | None = None,
+    resuming: bool = False,
+) -> list[Any]:
+    """The run's loggers: ``OUT/metrics.csv`` always, then ``trainer.logger``'s.
+
+    ``"tensorboard"`` writes ``OUT/tensorboard/`` (Lightning's ``TensorBoardLogger``);
+    ``"wandb"`` logs to Weights & Biases (Lightning's ``WandbLogger``, project
+    ``trainer.wandb_project``, run name ``trainer.wandb_name`` or the out folder's name,
+    the resolved recipe as the run's config, files under ``OUT/wandb/``; a resumed run
+    continues the same W&B run, its id kept in ``OUT/wandb_run_id.txt``). Set
+    ``WANDB_MODE=offline`` to log without a network (``wandb sync`` uploads later).
+
+    Args:
+        config: The recipe.
+        out: The output folder.
+        keep_metrics_before: The step a resumed run starts at (``metrics.csv`` keeps the
+            rows before it); None for a new run.
+        resuming: Whether the run continues a checkpoint (W&B resumes its run).
+
+    Raises:
+        ModuleNotFoundError: The chosen logger's package is not installed (the message
+            says what to ``pip install``).
+    """
     # metrics.csv keeps the rows before a resume (Lightning's CSVLogger deletes them).
     loggers: list[Any] = [ResumableCSVLogger(out, keep_before_step=keep_metrics_before)]
-    if _has_tensorboard():
+    choice = config.trainer.logger
+    if choice == "tensorboard":
+        if not _installed("tensorboard", "tensorboardX"):
+            raise ModuleNotFoundError(
+                "trainer.logger=tensorboard (the default) needs TensorBoard, a dependency of "
+                "fastssl that is missing here: pip install tensorboard (or pass --logger csv "
+                "for metrics.csv only)",
+                name="tensorboard",
+            )
         from pytorch_lightning.loggers import TensorBoardLogger
 
         loggers.append(TensorBoardLogger(save_dir=out, name="tensorboard", version=""))
+    elif choice == "wandb":
+        if not _installed("wandb"):
+            raise ModuleNotFoundError(
+                "trainer.logger=wandb needs Weights & Biases: pip install wandb (or pip "
+                "install 'fastssl[wandb]')",
+                name="wandb",
+            )
+        from pytorch_lightning.loggers import WandbLogger
+
+        wandb_logger = WandbLogger(
+            name=config.trainer.wandb_name or out.resolve().name,
+            save_dir=out,
+            id=_wandb_id(out, resuming),  # Lightning resumes a run of that id ("allow")
+            project=config.trainer.wandb_project,
+            config=to_dict(config),
+        )
+        # Lightning passes anonymous=None, which recent wandb versions warn about on every
+        # run although nothing was asked for.
+        init = getattr(wandb_logger, "_wandb_init", None)
+        if isinstance(init, dict) and init.get("anonymous") is None:
+            init.pop("anonymous", None)
+        loggers.append(wandb_logger)
     return loggers
+
+
+def _start_wandb(trainer: pl.Trainer) -> None:
+    """Starts the W&B run now (rank 0), so that a failure to start says what to do instead
+    of surfacing from inside training."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger) and trainer.is_global_zero:
+            try:
+                logger.experiment  # noqa: B018 (the property starts the run)
+            except Exception as error:
+                raise ValueError(
+                    f"--logger wandb: Weights & Biases could not start a run ({error}); log "
+                    "in with `wandb login` (or set WANDB_API_KEY), or log offline with "
+                    "WANDB_MODE=offline and upload later with `wandb sync OUT/wandb/offline-run-*`"
+                ) from error
+
+
+def _finish_wandb(trainer: pl.Trainer, failed: bool) -> None:
+    """Closes the W&B run of this process, if one was started (Lightning leaves it open)."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    if not any(isinstance(logger, WandbLogger) for logger in trainer.loggers):
+        return
+    import wandb
+
+    if wandb.run is not None:
+        wandb.finish(exit_code=1 if failed else 0)
+    # finish() can return before wandb's service process has written (offline) or sent
+    # the whole run; teardown waits for it, so OUT/wandb is complete when pretrain returns.
+    wandb.teardown()
 
 
 def gradient_clip(config: PretrainConfig) -> float | None:
@@ -292,17 +403,26 @@ def gradient_clip(config: PretrainConfig) -> float | None:
 
 
 def build_trainer(
-    config: PretrainConfig, out: Path, keep_metrics_before: int | None = None
+    config: PretrainConfig,
+    out: Path,
+    keep_metrics_before: int | None = None,
+    resuming: bool = False,
 ) -> tuple[pl.Trainer, list[pl.Callback]]:
     """The Lightning trainer of ``config`` and its fastssl callbacks.
 
     ``keep_metrics_before``: the step a resumed run starts at (``metrics.csv`` keeps the
-    rows logged before it). Under SLURM, Lightning's ``SLURMEnvironment`` (auto-requeue
-    on) saves ``OUT/hpc_ckpt_N.ckpt`` and requeues the job when it is signalled before its
-    time limit; the requeued job resumes from it (``resume="auto"``, see
-    ``tools/slurm_pretrain.sbatch``).
+    rows logged before it); ``resuming``: the run continues a checkpoint (see
+    :func:`build_loggers`). ``trainer.accumulate_grad_batches`` goes to Lightning, which
+    steps the optimizer every N batches (and on an epoch's last batch). Under SLURM,
+    Lightning's ``SLURMEnvironment`` (auto-requeue on) saves ``OUT/hpc_ckpt_N.ckpt`` and
+    requeues the job when it is signalled before its time limit; the requeued job resumes
+    from it (``resume="auto"``, see ``tools/slurm_pretrain.sbatch``).
     """
     tc = config.trainer
+    if tc.accumulate_grad_batches < 1:
+        raise ValueError(
+            f"trainer.accumulate_grad_batches must be >= 1, got {tc.accumulate_grad_batches}"
+        )
     callbacks: list[pl.Callback] = [
         LastCheckpoint(out, tc.checkpoint_every_n_steps, tc.keep_step_checkpoints),
         ThroughputMonitor(),
@@ -322,6 +442,23 @@ def build_trainer(
                 num_workers=config.data.num_workers or 0,
             )
         )
+    if config.linear.train or config.linear.val:
+        if not (config.linear.train and config.linear.val):
+            raise ValueError(
+                "the online linear probe needs both linear.train and linear.val (labeled folders)"
+            )
+        callbacks.append(
+            OnlineLinearProbe(
+                config.linear.train,
+                config.linear.val,
+                config.data.input_size,
+                lr=config.linear.lr,
+                every_n_epochs=config.linear.every_n_epochs,
+                batch_size=config.linear.batch_size,
+                num_workers=config.data.num_workers or 0,
+                seed=tc.seed,
+            )
+        )
     processes = tc.devices * tc.num_nodes
     strategy: Any = tc.strategy
     if strategy == "auto" and processes > 1:
@@ -336,12 +473,13 @@ def build_trainer(
         max_epochs=tc.max_epochs if tc.max_epochs is not None else -1,
         max_time=tc.max_time,
         gradient_clip_val=gradient_clip(config),
+        accumulate_grad_batches=tc.accumulate_grad_batches,
         # fastssl's SyncBatchNorm: torch's refuses CPU tensors (gloo runs, tests).
         plugins=[SyncBatchNormPlugin()] if processes > 1 else None,
         use_distributed_sampler=False,  # the loader splits the data by rank itself
         enable_checkpointing=False,  # LastCheckpoint writes last.ckpt
         callbacks=callbacks,
-        logger=_loggers(out, keep_metrics_before),
+        logger=build_loggers(config, out, keep_metrics_before, resuming),
         default_root_dir=out,  # where Lightning's SLURM requeue writes hpc_ckpt_N.ckpt
         log_every_n_steps=tc.log_every_n_steps,
         limit_val_batches=0,
@@ -438,7 +576,9 @@ def pretrain(
     start = time.perf_counter()
     pl.seed_everything(config.trainer.seed, workers=False, verbose=False)
     module = build_module(config)
-    trainer, callbacks = build_trainer(config, out, keep_metrics_before=run.step)
+    trainer, callbacks = build_trainer(
+        config, out, keep_metrics_before=run.step, resuming=run.resume is not None
+    )
     setup = run_setup(config, trainer, module.method.default_transform(**config.views))
     if trainer.is_global_zero:
         (out / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
@@ -449,43 +589,54 @@ def pretrain(
             )
         if announce is not None:
             announce(format_setup(setup))
+    failed = True
     try:
+        _start_wandb(trainer)
         # weights_only: the checkpoint holds tensors and plain data only (prepare_run
         # read it the same way), so Lightning's load cannot run pickled code either.
         trainer.fit(module, ckpt_path=run.resume, weights_only=True)
+        failed = False
     finally:
         if module.loader is not None:
             module.loader.close()  # stops persistent loader workers now, not at exit
+        _finish_wandb(trainer, failed)
     if run.step is not None and int(trainer.global_step) == run.step:
         return _finished_summary(out, run.resume, int(trainer.global_step))
     monitor = next(c for c in callbacks if isinstance(c, ThroughputMonitor))
     knn = next((c for c in callbacks if isinstance(c, OnlineKNN)), None)
+    probe = next((c for c in callbacks if isinstance(c, OnlineLinearProbe)), None)
     totals = monitor.totals(module)
-    unreadable = unreadable_images(module.loader)
+    # Collectives: every rank takes part, rank 0 writes and prints.
+    # (Lightning moved the module to the CPU after fit; NCCL reduces on the GPU.)
+    device = trainer.strategy.root_device
+    unreadable = unreadable_images(module.loader, device)
+    final_loss = mean_over_ranks(module.last_step_loss, device)
     summary: dict[str, Any] = {
         "method": config.method,
         "steps": int(trainer.global_step),
         "epochs": int(trainer.current_epoch),
-        "final_loss": module.last_loss,
+        "final_loss": final_loss,
         "images_per_s": totals["images_per_s"],
         "wall_s": time.perf_counter() - start,
         "train_s": totals["train_s"],
         "data_wait_fraction": totals["data_wait_fraction"],
         "world_size": int(trainer.world_size),
         "batch_size": config.data.batch_size,
+        "accumulate_grad_batches": config.trainer.accumulate_grad_batches,
+        "effective_batch_size": module.effective_batch_size,
         "precision": str(trainer.precision),
         "peak_lr": module.peak_lr(),
         "schedule_steps": module.schedule_steps,
         "resumed_from": run.resume,
         "knn_top1": None if knn is None else knn.last_top1,
+        "linear_top1": None if probe is None else probe.last_top1,
+        "logger": config.trainer.logger,
         # Images the loader could not read, each replaced by a readable one (all ranks;
         # a folder: the whole run; shards: the last epoch); None: the engine does not count.
         "unreadable_images": unreadable,
         "checkpoint": str(out / "last.ckpt"),
         **setup,  # data backend and why, loss kernel, compile, small convs
     }
-    if not _has_tensorboard():
-        summary["note"] = "tensorboard is not installed: metrics are in metrics.csv only"
     if trainer.is_global_zero:
         # Strict JSON: a value that is not finite (a loss never computed) is null.
         text = json.dumps(json_safe(summary), indent=2, allow_nan=False)
@@ -493,14 +644,30 @@ def pretrain(
     return summary
 
 
-def unreadable_images(loader: ResumableLoader | None) -> int | None:
+def unreadable_images(
+    loader: ResumableLoader | None, device: str | torch.device = "cpu"
+) -> int | None:
     """Unreadable images the run's loader replaced, summed over ranks (None when its engine
-    does not count them; every rank must call it when distributed)."""
+    does not count them; every rank must call it when distributed; ``device`` as in
+    :func:`mean_over_ranks`)."""
     count = None if loader is None else loader.loader.num_unreadable
     if not dist.is_distributed():
         return count
-    total = dist.all_reduce_sum(torch.tensor([-1 if count is None else count]))
+    total = dist.all_reduce_sum(torch.tensor([-1 if count is None else count], device=device))
     return None if count is None else int(total[0])
+
+
+def mean_over_ranks(value: float, device: str | torch.device = "cpu") -> float:
+    """The mean of ``value`` over all processes (``value`` itself in a single process;
+    every rank must call it when distributed). NaN on any rank gives NaN.
+
+    ``device``: where the reduced tensor lives (the training device: NCCL reduces CUDA
+    tensors only).
+    """
+    if not dist.is_distributed():
+        return value
+    total = dist.all_reduce_sum(torch.tensor([float(value)], dtype=torch.float64, device=device))
+    return float(total[0]) / dist.world_size()
 
 
 def json_safe(value: Any) -> Any:
@@ -534,12 +701,14 @@ def _finished_summary(out: Path, resumed: str | None, steps: int) -> dict[str, A
 
 
 __all__ = [
+    "build_loggers",
     "build_module",
     "build_trainer",
     "choose_backend",
     "compile_enabled",
     "format_setup",
     "json_safe",
+    "mean_over_ranks",
     "method_kwargs",
     "pretrain",
     "run_setup",

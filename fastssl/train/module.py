@@ -2,9 +2,10 @@
 
 :class:`PretrainModule` wraps a :class:`fastssl.methods.Method`. It builds the optimizer
 of the method's paper (SGD, LARS or AdamW; every field overridable), scales the learning
-rate with the global batch (Goyal et al. 2017, "Accurate, Large Minibatch SGD": linear;
-or square root, as LightlySSL's ImageNet benchmarks do for LARS / AdamW methods), warms it
-up linearly and decays it with a cosine, per step. Biases and normalisation parameters get
+rate with the effective batch, the global batch times ``accumulate_grad_batches`` (Goyal
+et al. 2017, "Accurate, Large Minibatch SGD": linear; or square root, as LightlySSL's
+ImageNet benchmarks do for LARS / AdamW methods), warms it up linearly and decays it with
+a cosine, per optimizer step. Biases and normalisation parameters get
 no weight decay (and hence no LARS scaling). Training progress reaches the method through
 :class:`fastssl.methods.StepInfo`, so momentum and temperature schedules resume exactly.
 
@@ -57,8 +58,11 @@ class PretrainModule(pl.LightningModule):
         optimizer: Overrides of the method's :class:`OptimizerDefaults` (None: default).
         schedule: ``warmup_epochs``, ``warmup_steps``, ``end_factor``,
             ``warmup_start_factor`` (see :class:`fastssl.train.config.ScheduleConfig`).
-        batch_size: Global batch size (all processes), for the learning-rate scaling.
-        max_steps: Steps of the run (-1: from ``max_epochs``), for the schedules.
+        batch_size: Global batch size (all processes) of one forward pass.
+        accumulate_grad_batches: Batches whose gradients make one optimizer step; the
+            learning rate scales with the effective batch ``batch_size x
+            accumulate_grad_batches``, and the schedules count optimizer steps.
+        max_steps: Optimizer steps of the run (-1: from ``max_epochs``), for the schedules.
         max_epochs: Epochs of the run, for the schedules.
         seed: The run's seed (per-epoch reseeding of method randomness).
         compile: ``torch.compile`` the method's training step as a whole (backbone, heads,
@@ -80,6 +84,7 @@ class PretrainModule(pl.LightningModule):
         optimizer: dict[str, Any] | None = None,
         schedule: dict[str, Any] | None = None,
         batch_size: int = 256,
+        accumulate_grad_batches: int = 1,
         max_steps: int = -1,
         max_epochs: int | None = None,
         seed: int = 0,
@@ -95,6 +100,11 @@ class PretrainModule(pl.LightningModule):
         self.optimizer_config = merge_optimizer(self.method.optimizer_defaults, optimizer or {})
         self.schedule = dict(schedule or {})
         self.batch_size = batch_size
+        if accumulate_grad_batches < 1:
+            raise ValueError(
+                f"trainer.accumulate_grad_batches must be >= 1, got {accumulate_grad_batches}"
+            )
+        self.accumulate_grad_batches = accumulate_grad_batches
         self.seed = seed
         self.channels_last = channels_last
         self.loader_factory = loader_factory
@@ -113,7 +123,9 @@ class PretrainModule(pl.LightningModule):
         self.schedule_steps = 1
         self.schedule_epochs = 1
         # Throughput bookkeeping (read by the callbacks and the summary).
-        self.last_loss = float("nan")
+        self.last_loss = float("nan")  # of the last batch
+        self.last_step_loss = float("nan")  # mean over the batches of the last optimizer step
+        self._step_losses: list[float] = []  # losses of the batches since the last step
         self.images_seen = 0
         self._resume: tuple[int, int] | None = None  # (epoch, batches done) of a checkpoint
 
@@ -136,14 +148,27 @@ class PretrainModule(pl.LightningModule):
 
     # ----- schedules ----------------------------------------------------------------------
 
-    def _run_length(self) -> tuple[int, int]:
-        """(schedule steps, schedule epochs) from max_steps / max_epochs and the loader."""
-        per_epoch = len(self.loader) if self.loader is not None else 1
-        if per_epoch < 1:
+    @property
+    def effective_batch_size(self) -> int:
+        """Images per optimizer step over all processes: the global batch times
+        ``accumulate_grad_batches``."""
+        return self.batch_size * self.accumulate_grad_batches
+
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch: the loader's batches over ``accumulate_grad_batches``,
+        rounded up (Lightning steps on an epoch's last batch even if fewer accumulated)."""
+        batches = len(self.loader) if self.loader is not None else 1
+        if batches < 1:
             raise ValueError(
                 "the training data gives no full batch per process: lower data.batch_size "
                 "or add images"
             )
+        return math.ceil(batches / self.accumulate_grad_batches)
+
+    def _run_length(self) -> tuple[int, int]:
+        """(schedule steps, schedule epochs) from max_steps / max_epochs and the loader, in
+        optimizer steps."""
+        per_epoch = self.steps_per_epoch()
         max_steps: int = self.hparams["max_steps"]
         max_epochs: int | None = self.hparams["max_epochs"]
         candidates = []
@@ -166,9 +191,12 @@ class PretrainModule(pl.LightningModule):
         )
 
     def peak_lr(self) -> float:
-        """Learning rate after warm-up, scaled to the global batch."""
+        """Learning rate after warm-up, scaled to the effective batch (global batch x
+        ``accumulate_grad_batches``)."""
         cfg = self.optimizer_config
-        return scaled_lr(cfg.lr, self.batch_size, cfg.reference_batch_size, cfg.lr_scaling)
+        return scaled_lr(
+            cfg.lr, self.effective_batch_size, cfg.reference_batch_size, cfg.lr_scaling
+        )
 
     def warmup_steps(self) -> int:
         """Warm-up length in steps (``warmup_steps`` or ``warmup_epochs`` x steps/epoch)."""
@@ -177,8 +205,7 @@ class PretrainModule(pl.LightningModule):
         else:
             epochs = self.schedule.get("warmup_epochs")
             epochs = self.optimizer_config.warmup_epochs if epochs is None else epochs
-            per_epoch = len(self.loader) if self.loader is not None else 1
-            steps = round(float(epochs) * per_epoch)
+            steps = round(float(epochs) * self.steps_per_epoch())
         return min(max(steps, 0), self.schedule_steps)
 
     def configure_optimizers(self) -> Any:
@@ -281,6 +308,7 @@ class PretrainModule(pl.LightningModule):
         # Counted here, not in on_train_batch_end: checkpoint callbacks run before that hook.
         self.batches_in_epoch += 1
         self.last_loss = float(loss.detach())
+        self._step_losses.append(self.last_loss)
         self.images_seen += int(views[0].shape[0]) * dist.world_size()
         self.log("train/loss", loss.detach(), prog_bar=True)
         if self._trainer is not None and self.trainer.optimizers:
@@ -322,6 +350,9 @@ class PretrainModule(pl.LightningModule):
             )
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self._step_losses:  # the batches accumulated into this step
+            self.last_step_loss = sum(self._step_losses) / len(self._step_losses)
+            self._step_losses.clear()
         self.apply_group_schedules(optimizer, int(self.global_step))
         self.method.before_optimizer_step(self.step_info())
 

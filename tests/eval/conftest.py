@@ -69,6 +69,35 @@ def save_checkpoint(
     return path, model
 
 
+#: Small heads of the EMA methods, so their checkpoints are quick to build.
+SMALL_HEADS: dict[str, dict[str, Any]] = {
+    "byol": {"hidden_dim": 16, "output_dim": 8},
+    "dino": {"hidden_dim": 16, "bottleneck_dim": 8, "output_dim": 32, "n_local_views": 0},
+    "moco": {"hidden_dim": 16, "output_dim": 8, "memory_bank_size": 16},
+}
+
+
+def save_method_checkpoint(path: Path, name: str) -> tuple[Path, Method]:
+    """A checkpoint of the registered method ``name`` (resnet18 at 16 px) whose EMA copy
+    differs from its online backbone, as after training."""
+    torch.manual_seed(0)
+    kwargs = {"backbone": "resnet18", "input_size": 16, **SMALL_HEADS.get(name, {})}
+    model = methods.create(name, **kwargs)
+    ema = model.ema_backbone()
+    if ema is not None:
+        with torch.no_grad():
+            next(ema.parameters()).add_(0.5)  # the first convolution
+    torch.save(
+        {
+            "global_step": 1,
+            "hyper_parameters": {"method": name, "method_kwargs": kwargs},
+            "state_dict": {f"method.{k}": v for k, v in model.state_dict().items()},
+        },
+        path,
+    )
+    return path, model
+
+
 def make_folder(
     root: Path,
     per_class: int,

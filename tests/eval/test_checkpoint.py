@@ -5,8 +5,61 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastssl.eval.checkpoint import CheckpointError, load_backbone, load_method, read_checkpoint
-from tests.eval.conftest import save_checkpoint
+from fastssl import methods
+from fastssl.eval.checkpoint import (
+    CheckpointError,
+    load_backbone,
+    load_method,
+    read_checkpoint,
+    select_backbone,
+)
+from tests.eval.conftest import save_checkpoint, save_method_checkpoint
+
+#: The network each method's paper evaluates: DINO (eval_linear.py / eval_knn.py default to
+#: --checkpoint_key teacher), MSN / PMSN (their logistic evaluation loads the target
+#: encoder), DINOv2 (the teacher), I-JEPA (the target encoder) and CAPI (its student EMA)
+#: the EMA copy; BYOL ("we only keep the encoder f_theta"), MoCo (main_lincls.py loads
+#: encoder_q), DenseCL and TiCo the trained backbone. New EMA-evaluating methods go here.
+PAPER_NETWORK = {
+    "dino": "ema", "msn": "ema", "pmsn": "ema", "dinov2": "ema", "ijepa": "ema", "capi": "ema",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", methods.list_methods())
+def test_every_method_evaluates_the_network_of_its_paper(name: str) -> None:
+    cls = methods.get(name)
+    assert cls.eval_network == PAPER_NETWORK.get(name, "online")
+    if cls.eval_network == "ema":
+        assert cls.ema_backbone_attr is not None
+
+
+@pytest.mark.parametrize(
+    ("name", "network", "expected"),
+    [
+        ("dino", "auto", "ema"), ("dino", "online", "online"), ("dino", "ema", "ema"),
+        ("byol", "auto", "online"), ("byol", "ema", "ema"), ("moco", "auto", "online"),
+    ],
+)  # fmt: skip
+def test_load_backbone_picks_the_papers_network(
+    name: str, network: str, expected: str, tmp_path: Path
+) -> None:
+    path, model = save_method_checkpoint(tmp_path / f"{name}.ckpt", name)
+    backbone, _, _ = load_backbone(path, network)
+    reference = model.ema_backbone() if expected == "ema" else model.backbone
+    assert reference is not None
+    assert torch.equal(backbone.conv1.weight, reference.conv1.weight)
+    other = model.backbone if expected == "ema" else model.ema_backbone()
+    assert other is not None and not torch.equal(backbone.conv1.weight, other.conv1.weight)
+    assert select_backbone(load_method(path)[0], network)[1] == expected
+
+
+def test_select_backbone_errors(tmp_path: Path, tiny_registered: None) -> None:
+    model, _ = load_method(save_checkpoint(tmp_path / "a.ckpt")[0])
+    assert select_backbone(model)[1] == "online"
+    with pytest.raises(ValueError, match=r"--network ema: method 'tiny' keeps no EMA copy"):
+        select_backbone(model, "ema")
+    with pytest.raises(ValueError, match=r"--network 'student' is unknown"):
+        select_backbone(model, "student")
 
 
 def test_load_backbone_restores_weights_and_sizes(tmp_path: Path, tiny_registered: None) -> None:

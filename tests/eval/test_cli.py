@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fastssl import cli, methods
-from tests.eval.conftest import make_folder, save_checkpoint
+from tests.eval.conftest import make_folder, save_checkpoint, save_method_checkpoint
 
 BASE = ["--workers", "0", "--quiet", "--batch-size", "8"]
 
@@ -109,13 +109,39 @@ def test_all_modes_share_one_table(
     header = out.splitlines()[0]
     assert header.index("Linear Top1") < header.index("Finetune Top1") < header.index("kNN Top1")
     results = json.loads(report_path.read_text())["results"]
-    assert results["linear"]["epochs"] == 2 and len(results["linear"]["losses"]) == 2
-    assert results["linear"]["top1"] > 0.95 and results["linear"]["batch_norm"] is True
-    assert results["finetune"]["epochs"] == 2 and results["finetune"]["optimizer"] == "sgd"
-    assert results["finetune"]["lr"] == 0.05 and results["finetune"]["weight_decay"] == 1e-4
-    assert results["finetune"]["min_scale"] == 0.2
+    # lightly's linear_eval.py: augmented images (RandomResizedCrop 0.08-1 + flip), SGD at
+    # 0.1 x B/256 without weight decay, no BatchNorm; scored every epoch.
+    linear = results["linear"]
+    assert linear["epochs"] == 2 and len(linear["losses"]) == 2 and len(linear["val_top1"]) == 2
+    assert linear["augment"] is True and linear["min_scale"] == 0.08
+    assert linear["base_lr"] == 0.1 and linear["lr"] == pytest.approx(0.1 * 8 / 256)
+    assert linear["weight_decay"] == 0.0 and linear["batch_norm"] is False
+    assert linear["best_top1"] == max(linear["val_top1"]) >= linear["top1"]
+    # lightly's resnet50/finetune_eval.py for a CNN: SGD 0.05 x B/256, no weight decay.
+    finetune = results["finetune"]
+    assert finetune["recipe"] == "simclr" and finetune["epochs"] == 2
+    assert finetune["optimizer"] == "sgd" and finetune["lr"] == 0.05
+    assert finetune["peak_lr"] == pytest.approx(0.05 * 8 / 256)
+    assert finetune["weight_decay"] == 0.0 and finetune["backbone_lr_scale"] == 1.0
+    assert finetune["min_scale"] == 0.08 and finetune["mixup"] == 0.0
     for mode in ("linear", "finetune", "knn"):
         assert 0.0 <= results[mode]["top1"] <= results[mode]["top5"] <= 1.0
+
+
+@pytest.mark.parametrize("augment", [True, False])
+def test_linear_learns_the_colours_with_and_without_augmentation(
+    augment: bool, ckpt: str, data: tuple[str, str], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    report_path = tmp_path / "linear.json"
+    argv = ["linear", "--checkpoint", ckpt, "--train", data[0], "--val", data[1]]
+    argv += ["--epochs", "8", "--lr", "25.6", "--batch-norm", "--json", str(report_path)]
+    code, _, err = _eval([*argv, *([] if augment else ["--no-augment"])], capsys)
+    assert code == 0, err
+    linear = json.loads(report_path.read_text())["results"]["linear"]
+    assert linear["augment"] is augment and linear["batch_norm"] is True
+    assert linear["lr"] == pytest.approx(0.8)  # 25.6 x 8 / 256
+    assert linear["best_top1"] > 0.95
 
 
 def test_min_scale_reaches_the_finetune_crops(
@@ -127,17 +153,19 @@ def test_min_scale_reaches_the_finetune_crops(
     finetune_module = importlib.import_module("fastssl.eval.finetune")  # the module
 
     seen: list[float] = []
-    real = finetune_module.finetune_transform
+    real = finetune_module.train_transform
 
-    def spy(input_size: int, min_scale: float = 0.2):  # type: ignore[no-untyped-def]
+    def spy(input_size: int, min_scale: float = 0.08):  # type: ignore[no-untyped-def]
         seen.append(min_scale)
         return real(input_size, min_scale)
 
-    monkeypatch.setattr(finetune_module, "finetune_transform", spy)
+    monkeypatch.setattr(finetune_module, "train_transform", spy)
     argv = ["finetune", "--checkpoint", ckpt, "--train", data[0], "--val", data[1]]
-    code, _, err = _eval([*argv, "--epochs", "1", "--min-scale", "0.08"], capsys)
+    code, _, err = _eval([*argv, "--epochs", "1"], capsys)
     assert code == 0, err
-    assert seen == [0.08]
+    code, _, err = _eval([*argv, "--epochs", "1", "--min-scale", "0.3"], capsys)
+    assert code == 0, err
+    assert seen == [0.08, 0.3]  # lightly's T.RandomResizedCrop(224) by default
 
 
 @pytest.mark.parametrize(("spec", "dim"), [("pixels", 3 * 16 * 16), ("random:resnet18", 512)])
@@ -163,6 +191,38 @@ def test_random_baseline_is_seeded() -> None:
     c = resolve_model("random:resnet18", 16, seed=2)
     assert torch.equal(a.backbone.conv1.weight, b.backbone.conv1.weight)
     assert not torch.equal(a.backbone.conv1.weight, c.backbone.conv1.weight)
+
+
+@pytest.mark.parametrize(("name", "network"), [("dino", "ema"), ("byol", "online")])
+def test_network_defaults_to_the_one_the_paper_evaluates(
+    name: str, network: str, data: tuple[str, str], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    from fastssl.eval.cli import resolve_model
+
+    path, model = save_method_checkpoint(tmp_path / f"{name}.ckpt", name)
+    chosen = resolve_model(str(path), None)
+    expected = model.ema_backbone() if network == "ema" else model.backbone
+    assert expected is not None and chosen.network == network
+    assert torch.equal(chosen.backbone.conv1.weight, expected.conv1.weight)
+    report_path = tmp_path / "r.json"
+    argv = ["knn", "--checkpoint", str(path), "--train", data[0], "--val", data[1]]
+    code, _, err = _eval([*argv, "--json", str(report_path)], capsys)
+    assert code == 0, err
+    assert json.loads(report_path.read_text())["network"] == network
+
+
+def test_finetune_trains_dinos_frozen_teacher(
+    data: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, model = save_method_checkpoint(tmp_path / "dino.ckpt", "dino")
+    assert not any(p.requires_grad for p in model.teacher_backbone.parameters())  # an EMA copy
+    report_path = tmp_path / "ft.json"
+    argv = ["finetune", "--checkpoint", str(path), "--train", data[0], "--val", data[1]]
+    code, _, err = _eval([*argv, "--epochs", "1", "--json", str(report_path)], capsys)
+    assert code == 0, err
+    report = json.loads(report_path.read_text())
+    assert report["network"] == "ema" and report["results"]["finetune"]["recipe"] == "simclr"
 
 
 @pytest.mark.parametrize("network", ["online", "ema"])
@@ -191,6 +251,13 @@ def test_help_documents_the_baselines(capsys: pytest.CaptureFixture[str]) -> Non
         cli.main(["eval", "--help"])
     out = capsys.readouterr().out
     assert "random:<backbone>" in out and "pixels" in out and "--temperature" in out
+    # The protocols: lightly's resize 256 + centre crop 224, augmented linear probe, the
+    # two fine-tune recipes and the paper's network.
+    for text in ("resized to 256 and centre-cropped to 224", "0.1 x B/256", "--no-augment",
+                 "--finetune-recipe", "layer-wise lr decay 0.65", "mixup 0.8",
+                 "for DINO (its teacher)", "--layer-decay", "--drop-path",
+                 "--batch-norm"):  # fmt: skip
+        assert text in " ".join(out.split()), text
 
 
 def _bad_checkpoint(tmp_path: Path) -> str:
@@ -274,13 +341,14 @@ def test_knn_and_linear_from_shards_with_workers(
     code = cli.main(
         ["eval", "knn", "linear", "--checkpoint", ckpt, "--train", str(tmp_path / "train_shards"),
          "--val", str(tmp_path / "val_shards"), "--k", "10", "--epochs", "5", "--workers", "2",
-         "--quiet", "--batch-size", "8", "--json", str(report_path)],
+         "--quiet", "--batch-size", "8", "--lr", "25.6", "--batch-norm",
+         "--json", str(report_path)],
     )  # fmt: skip
     assert code == 0, capsys.readouterr().err
     report = json.loads(report_path.read_text())
     assert (report["num_train"], report["num_val"]) == (24, 12)  # every sample, once
     assert report["results"]["knn"]["top1"] == 1.0
-    assert report["results"]["linear"]["top1"] > 0.95
+    assert report["results"]["linear"]["best_top1"] > 0.95
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])

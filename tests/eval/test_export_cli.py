@@ -11,7 +11,7 @@ from torch import nn
 from fastssl import cli
 from fastssl.eval.export_cli import backbone_state_dict
 from fastssl.models.backbones import _ViTFeatures, build_backbone
-from tests.eval.conftest import save_checkpoint
+from tests.eval.conftest import save_checkpoint, save_method_checkpoint
 
 
 def test_torch_format_round_trip(
@@ -86,3 +86,25 @@ def test_bad_exports(
     assert not Path(out).exists()
     with pytest.raises(ValueError, match="format='onnx' is unknown"):
         backbone_state_dict(nn.Linear(1, 1), "tiny", "onnx")
+
+
+@pytest.mark.parametrize(
+    ("name", "flag", "network"),
+    [("dino", None, "ema"), ("dino", "online", "online"), ("byol", None, "online"),
+     ("byol", "ema", "ema")],
+)  # fmt: skip
+def test_export_writes_the_network_the_paper_evaluates(
+    name: str, flag: str | None, network: str, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    ckpt, model = save_method_checkpoint(tmp_path / f"{name}.ckpt", name)
+    out = tmp_path / "b.pt"
+    argv = ["export", str(ckpt), "--out", str(out)] + (["--network", flag] if flag else [])
+    assert cli.main(argv) == 0
+    assert f"{name} {network} network" in capsys.readouterr().out
+    expected = model.ema_backbone() if network == "ema" else model.backbone
+    assert expected is not None
+    state = torch.load(out, weights_only=True)
+    assert state.keys() == expected.state_dict().keys()
+    assert all(torch.equal(state[k], v) for k, v in expected.state_dict().items())
+    assert json.loads(Path(str(out) + ".json").read_text())["network"] == network

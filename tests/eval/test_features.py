@@ -6,18 +6,24 @@ import pytest
 import torch
 from PIL import Image
 from torch import nn
+from torchvision import transforms as T
 from torchvision.transforms import functional as F
 
 from fastssl.data.shards import ShardSettings, convert
 from fastssl.eval.features import (
+    CENTER_CROP_RATIO,
     IMAGENET_MEAN,
     IMAGENET_STD,
     NonFiniteFeaturesError,
     PixelFeatures,
     class_mapping,
+    eval_resize,
     eval_transform,
     extract_features,
+    make_eval_loader,
     open_labeled,
+    pooled_features,
+    train_transform,
 )
 from tests.eval.conftest import make_folder
 
@@ -36,9 +42,31 @@ def test_small_inputs_are_resized_to_a_square() -> None:
     torch.testing.assert_close(out, expected, atol=0.02, rtol=0)  # antialias differs slightly
 
 
+@pytest.mark.parametrize(
+    ("size", "short_side"),
+    [(224, 256), (160, 183), (128, 146), (96, 110), (65, 74)],  # 224 / 256 of the short side
+)
+def test_large_inputs_follow_lightlys_resize_256_center_crop_224(
+    size: int, short_side: int
+) -> None:
+    # LightlySSL's kNN / linear / fine-tune evaluation: T.Resize(256), T.CenterCrop(224), at
+    # every size above 64 px with the same crop ratio.
+    assert eval_resize(size) == short_side
+    assert round(size / CENTER_CROP_RATIO) == short_side and CENTER_CROP_RATIO == 224 / 256
+    steps = eval_transform(size).transforms  # type: ignore[attr-defined]
+    resize, crop = steps[1], steps[2]
+    assert isinstance(resize, T.Resize) and resize.size == short_side
+    assert isinstance(crop, T.CenterCrop) and crop.size == (size, size)
+    image = Image.effect_noise((300, 260), 50).convert("RGB")
+    expected = F.center_crop(F.resize(F.to_tensor(image), short_side), [size, size])
+    out = eval_transform(size)(image)
+    assert out.shape == (3, size, size)
+    torch.testing.assert_close(out, _normalize(expected), atol=0.02, rtol=0)
+
+
 def test_large_inputs_keep_aspect_and_center_crop() -> None:
-    # Left half black, right half white, 200x100: short side -> 96, width -> 192; the
-    # 96 px center crop spans columns 48..143 of the resized image, half black, half white.
+    # Left half black, right half white, 200x100: short side -> 110, width -> 220; the
+    # 96 px center crop spans columns 62..157 of the resized image, half black, half white.
     image = Image.new("RGB", (200, 100))
     image.paste((255, 255, 255), (100, 0, 200, 100))
     out = eval_transform(96)(image)
@@ -47,6 +75,29 @@ def test_large_inputs_keep_aspect_and_center_crop() -> None:
         out * torch.tensor(IMAGENET_STD)[:, None, None] + torch.tensor(IMAGENET_MEAN)[:, None, None]
     )
     assert raw[:, :, :40].max() < 0.05 and raw[:, :, 56:].min() > 0.95
+
+
+@pytest.mark.parametrize("size", [8, 32, 64])
+def test_small_inputs_keep_the_whole_image(size: int) -> None:
+    assert eval_resize(size) is None
+    assert eval_resize(size, resize=size + 4) == size + 4
+
+
+@pytest.mark.parametrize(("size", "min_scale"), [(224, 0.08), (32, 0.08), (16, 0.5)])
+def test_train_transform_is_random_resized_crop_and_flip(size: int, min_scale: float) -> None:
+    # LightlySSL's linear and fine-tune training images: T.RandomResizedCrop(224) (scale
+    # 0.08-1, aspect 3/4-4/3) and T.RandomHorizontalFlip().
+    steps = train_transform(size, min_scale).transforms  # type: ignore[attr-defined]
+    crop, flip = steps[1], steps[2]
+    assert isinstance(crop, T.RandomResizedCrop) and crop.size == (size, size)
+    assert crop.scale == (min_scale, 1.0) and crop.ratio == pytest.approx((3 / 4, 4 / 3))
+    assert isinstance(flip, T.RandomHorizontalFlip) and flip.p == 0.5
+    torch.manual_seed(0)
+    image = Image.effect_noise((300, 200), 50).convert("L")
+    outs = [train_transform(size, min_scale)(image) for _ in range(2)]
+    assert outs[0].shape == (3, size, size) and not torch.equal(outs[0], outs[1])  # random
+    with pytest.raises(ValueError, match=r"min_scale must be in \(0, 1\]"):
+        train_transform(size, 0.0)
 
 
 @pytest.mark.parametrize(("size", "resize"), [(96, 128), (32, 40), (32, 32)])
@@ -154,3 +205,34 @@ def test_non_finite_features_are_refused(value: float, tmp_path: Path) -> None:
     with pytest.raises(NonFiniteFeaturesError, match=r"checkpoint 'x\.ckpt' gives NaN or inf"):
         extract_features(_Constant(value), data, origin="checkpoint 'x.ckpt'")
     assert extract_features(_Constant(1.0), data).features.shape == (6, 4)
+
+
+@pytest.mark.parametrize(
+    ("shape", "expected"), [((2, 5), (2, 5)), ((2, 5, 1, 1), (2, 5)), ((2, 5, 3, 4), (2, 5))]
+)
+def test_pooled_features_average_feature_maps(shape: tuple[int, ...], expected: tuple) -> None:
+    out = torch.randn(shape)
+    pooled = pooled_features(out)
+    assert pooled.shape == expected
+    if len(shape) == 4:
+        torch.testing.assert_close(pooled, out.mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("method", ["densecl", "vicregl", "detconb"])
+def test_dense_methods_are_scored_on_pooled_features(method: str, tmp_path: Path) -> None:
+    """Dense methods keep their trunk's feature maps: `fastssl eval` scores the maps
+    averaged over space (C features, as the method's own forward), not C x h x w."""
+    from fastssl import methods
+    from fastssl.eval.checkpoint import select_backbone
+    from tests.methods.test_registry import build
+
+    model = build(method).eval()
+    backbone, _ = select_backbone(model)
+    data = open_labeled(make_folder(tmp_path / "a", per_class=2), eval_transform(16))
+    feats = extract_features(backbone, data, batch_size=2)
+    n = len(feats.labels)
+    assert feats.features.shape == (n, model.feature_dim)
+    images = torch.cat([batch[0] for batch in make_eval_loader(data, 2, 0)])
+    with torch.no_grad():
+        torch.testing.assert_close(feats.features, model(images), rtol=1e-4, atol=1e-5)
+    assert methods.get(method).eval_network == "online"

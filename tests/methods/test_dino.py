@@ -132,3 +132,27 @@ def test_bad_arguments(kwargs: dict[str, object], match: str) -> None:
 def test_needs_two_views() -> None:
     with pytest.raises(ValueError, match="at least 2 views"):
         make().training_step([torch.randn(2, 3, 32, 32)])
+
+
+def test_timm_student_has_drop_path_the_evaluated_teacher_none() -> None:
+    # DINO's --drop_path_rate 0.1 is the student's; the teacher (what DINO evaluates:
+    # --checkpoint_key teacher) runs without stochastic depth.
+    pytest.importorskip("timm")
+    torch.manual_seed(0)
+    name = (
+        "timm:vit_tiny_patch16_224(patch_size=8, embed_dim=32, depth=2, num_heads=2, "
+        "drop_path_rate=0.1)"
+    )
+    model = make(name)
+    student_rates = [
+        m.drop_prob for m in model.backbone.modules() if type(m).__name__ == "DropPath"
+    ]
+    assert student_rates and max(student_rates) == pytest.approx(0.1)
+    teacher = model.teacher_backbone.modules()
+    assert all(m.drop_prob == 0 for m in teacher if type(m).__name__ == "DropPath")
+    assert DINO.eval_network == "ema" and model.ema_backbone() is model.teacher_backbone
+    images = torch.randn(64, 3, 32, 32)  # each image drops the last block's branches at 0.1
+    model.train()
+    with torch.no_grad():  # train mode: the student is stochastic, the teacher is not
+        assert not torch.equal(model.backbone(images), model.backbone(images))
+        assert torch.equal(model.teacher_backbone(images), model.teacher_backbone(images))

@@ -10,14 +10,18 @@ the same seed gives the same loss (determinism).
 from __future__ import annotations
 
 import importlib
+import random
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from fastssl import methods
 from fastssl.methods.base import Method, StepInfo
+from fastssl.transforms.utils import IMAGENET_NORMALIZE
 from tests.methods._method_steps import (
     default_views,
     optimizer_step,
@@ -31,13 +35,19 @@ from tests.methods._two_view_steps import tiny_cnn
 # 16 px. ViT-only methods need the tiny ViT, DenseCL needs feature maps, AIM a causal ViT.
 BACKBONES: dict[str, tuple[Callable[[], nn.Module], int]] = {
     "aim": (tiny_causal_vit, 32),
+    "capi": (tiny_vit, 32),
     "densecl": (lambda: tiny_cnn(maps=True), 16),
+    "detconb": (lambda: tiny_cnn(maps=True), 16),
+    "detcons": (lambda: tiny_cnn(maps=True), 16),
     "dino": (tiny_vit, 32),
+    "dinov2": (tiny_vit, 32),
+    "ijepa": (tiny_vit, 32),
     "mae": (tiny_vit, 32),
     "msn": (tiny_vit, 32),
     "pmsn": (tiny_vit, 32),
     "simmim": (tiny_vit, 32),
     "swav": (tiny_vit, 32),
+    "vicregl": (lambda: tiny_cnn(maps=True), 16),
 }
 
 
@@ -69,11 +79,20 @@ def test_registry_names_the_eighteen_methods() -> None:
             "aim",
             "barlowtwins",
             "byol",
+            "capi",
             "dcl",
             "dclw",
             "densecl",
+            "detconb",
+            "detcons",
             "dino",
+            "dinov2",
+            "directclr",
+            "fastsiam",
+            "ijepa",
+            "lejepa",
             "mae",
+            "mmcr",
             "moco",
             "msn",
             "nnclr",
@@ -81,9 +100,12 @@ def test_registry_names_the_eighteen_methods() -> None:
             "simclr",
             "simmim",
             "simsiam",
+            "smog",
             "swav",
             "tico",
             "vicreg",
+            "vicregl",
+            "wmse",
         ]
     )
     with pytest.raises(ValueError, match=r"unknown method 'simclrr'.*simclr"):
@@ -119,8 +141,13 @@ def test_same_seed_same_loss(name: str) -> None:
 @pytest.mark.parametrize("name", methods.list_methods())
 def test_views_overrides_reach_every_view_and_typos_are_named(name: str) -> None:
     model = build(name)
-    default = model.default_transform().view_specs
     half = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}  # every transform takes normalize
+    if not hasattr(model.default_transform(), "view_specs"):
+        check_per_sample_normalize(model, half)  # views with grids or masks (VICRegL, DetCon)
+        with pytest.raises(ValueError, match=r"views\.normalise: \w+ has no .*normalize"):
+            model.default_transform(normalise=half)
+        return
+    default = model.default_transform().view_specs
     specs = model.default_transform(normalize=half).view_specs
     assert len(specs) == len(default)
     assert [s.crop_size for s in specs] == [s.crop_size for s in default]
@@ -131,7 +158,36 @@ def test_views_overrides_reach_every_view_and_typos_are_named(name: str) -> None
         model.default_transform(normalise=half)
 
 
-EMA_METHODS = {"byol", "densecl", "dino", "moco", "msn", "pmsn", "tico"}
+def check_per_sample_normalize(model: Method, half: dict[str, tuple[float, ...]]) -> None:
+    """For a transform without ViewSpecs (views with grids or masks): under one seed, its
+    images (float (3, h, w) outputs) with ``normalize=half`` are its default images
+    renormalised, and its other outputs are unchanged."""
+    pixels = np.random.default_rng(0).integers(0, 256, size=(40, 40, 3), dtype=np.uint8)
+    outputs = []
+    for kwargs in ({}, {"normalize": half}):
+        torch.manual_seed(0)
+        random.seed(0)
+        outputs.append(model.default_transform(**kwargs)(Image.fromarray(pixels)))
+    paper, halved = outputs
+    assert len(paper) == len(halved)
+    mean = torch.tensor(IMAGENET_NORMALIZE["mean"]).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_NORMALIZE["std"]).view(3, 1, 1)
+    images = 0
+    for out, renormalised in zip(paper, halved, strict=True):
+        is_image = out.dim() == 3 and out.shape[0] == 3 and out.shape[-1] != 2
+        if out.is_floating_point() and is_image:
+            images += 1
+            assert not torch.allclose(out, renormalised)
+            torch.testing.assert_close(renormalised * 0.5 + 0.5, out * std + mean)
+        else:  # a grid (h, w, 2) or a mask (1, h, w)
+            assert torch.equal(out, renormalised)
+    assert images >= 1
+
+
+EMA_METHODS = {
+    "byol", "capi", "densecl", "detconb", "dino", "dinov2", "ijepa", "mmcr", "moco", "msn", "pmsn",
+    "smog", "tico",
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", methods.list_methods())

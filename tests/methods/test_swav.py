@@ -6,8 +6,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastssl.loss.swav_loss import sinkhorn
+from fastssl.methods._common import forward_views
 from fastssl.methods.base import StepInfo
 from fastssl.methods.swav import SwaV
+from tests._distributed import run_distributed
 from tests.methods._method_steps import changed, default_views, optimizer_step, tiny_vit
 
 TINY = {"hidden_dim": 32, "output_dim": 16, "n_prototypes": 8, "n_local_views": 2}
@@ -78,7 +80,87 @@ def test_queue_used_from_start_epoch() -> None:
         losses[name] = [model.training_step(views, StepInfo(epoch=e)).item() for e in (0, 1)]
     assert losses["queue"][0] == pytest.approx(losses["plain"][0], rel=1e-6)
     assert losses["queue"][1] != pytest.approx(losses["plain"][1], rel=1e-3)
-    assert len(model.queues) == 2 and model.queues[0].bank.shape == (8, 16)
+    assert model.queue.shape == (2, 8, 16) and model.queue_size() == 8
+
+
+def _tiny_cnn() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+def _views(seed: int, batch: int = 4) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, 3, 16, 16, generator=g) for _ in range(2)] + [
+        torch.randn(batch, 3, 8, 8, generator=g)
+    ]
+
+
+def _make_cnn(**kwargs: object) -> SwaV:
+    torch.manual_seed(0)
+    settings = {**TINY, "n_local_views": 1, "local_crop_size": 8, **kwargs}
+    return SwaV(backbone=_tiny_cnn(), input_size=16, feature_dim=8, **settings)  # type: ignore[arg-type]
+
+
+@torch.no_grad()
+def _projections(model: SwaV, views: list[torch.Tensor]) -> torch.Tensor:
+    """The normalised projections of the global crops, as the step computes them."""
+    return torch.stack(forward_views(model._project, views[:2]))
+
+
+def test_queue_is_first_in_first_out_newest_first() -> None:
+    model = _make_cnn(queue_length=6)
+    steps = [_views(seed) for seed in range(3)]
+    for views in steps:
+        model.training_step(views, StepInfo(epoch=0))
+    newest, previous = _projections(model, steps[2]), _projections(model, steps[1])
+    torch.testing.assert_close(model.queue[:, :4], newest)
+    torch.testing.assert_close(model.queue[:, 4:6], previous[:, :2])
+
+
+def test_queue_follows_the_module_and_is_not_saved() -> None:
+    model = _make_cnn(queue_length=8).to(torch.float64)
+    assert model.queue.dtype == torch.float64
+    assert not any("queue" in key for key in model.state_dict())
+    model.training_step([v.double() for v in _views(0)], StepInfo())  # the queue's dtype
+    assert model.queue.dtype == torch.float64
+
+
+class _StepModule(nn.Module):
+    """``forward`` runs the method's training step, as Lightning's DDP wrapper does."""
+
+    def __init__(self, method: SwaV) -> None:
+        super().__init__()
+        self.method = method
+
+    def forward(self, views: list[torch.Tensor]) -> torch.Tensor:
+        return self.method.training_step(views, StepInfo(epoch=0))
+
+
+def _ddp_queue_worker() -> dict[str, torch.Tensor | int]:
+    import torch.distributed as torch_dist
+
+    rank = torch_dist.get_rank()
+    model = _make_cnn(queue_length=16, sinkhorn_gather_distributed=True)
+    ddp = nn.parallel.DistributedDataParallel(_StepModule(model))
+    steps = [_views(100 * rank + step) for step in range(2)]
+    for views in steps:  # DDP broadcasts rank 0's buffers before every forward
+        ddp(views).backward()
+    return {
+        "size": model.queue_size(),
+        "queue": model.queue[:, :8].clone(),
+        "expected": torch.cat([_projections(model, steps[1]), _projections(model, steps[0])], 1),
+    }
+
+
+@pytest.mark.dist
+def test_each_process_queues_its_own_share_of_queue_length() -> None:
+    # queue_length counts all processes (SwaV's --queue_length 3840): 16 over 2 processes
+    # keeps 8 per process, and each keeps its own projections (a buffer would be replaced by
+    # rank 0's before every forward pass under DDP).
+    results = run_distributed(_ddp_queue_worker, 2)
+    for result in results:
+        assert result["size"] == 8
+        torch.testing.assert_close(result["queue"], result["expected"])
+    assert not torch.allclose(results[0]["queue"], results[1]["queue"])
 
 
 def test_deterministic_under_a_seed() -> None:

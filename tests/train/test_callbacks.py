@@ -93,3 +93,26 @@ def test_metrics_before_a_resume_are_kept(images: Path, tmp_path: Path) -> None:
         rows = list(csv.DictReader(handle))
     losses = [int(float(row["step"])) for row in rows if row.get("train/loss")]
     assert losses == [0, 1, 2, 3]  # 2 steps, then 2 more after the resume, none lost
+
+
+@pytest.mark.parametrize(("method", "network"), [("dino", "ema"), ("byol", "online")])
+def test_online_probes_score_the_network_fastssl_eval_scores(method: str, network: str) -> None:
+    """The online kNN and linear probe score what `fastssl eval` scores by default: DINO's
+    teacher, BYOL's online backbone (a student perturbed away from its teacher shows it)."""
+    from fastssl.train.callbacks import OnlineLinearProbe, scored_network
+    from tests.methods.test_registry import BACKBONES, build
+
+    model = build(method)
+    with torch.no_grad():
+        for param in model.backbone.parameters():
+            param.add_(0.5 * torch.randn_like(param))
+    expected = model.ema_backbone() if network == "ema" else model.backbone
+    assert scored_network(model) is expected
+    size = BACKBONES.get(method, (None, 16))[1]
+    images = torch.randn(3, 3, size, size)
+    features = OnlineLinearProbe.features(model, images)
+    with torch.no_grad():
+        want = expected.eval()(images).flatten(start_dim=1)
+        other = (model.backbone if network == "ema" else model.ema_backbone()).eval()(images)
+    torch.testing.assert_close(features, want)
+    assert not torch.allclose(features, other.flatten(start_dim=1))

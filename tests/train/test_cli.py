@@ -24,18 +24,35 @@ HAS_DALI = importlib.util.find_spec("nvidia.dali") is not None
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = sorted((ROOT / "pipelines").glob("*.yaml"))
 METHODS = [
-    "aim", "barlowtwins", "byol", "dcl", "dclw", "densecl", "dino", "mae", "moco", "msn",
-    "nnclr", "pmsn", "simclr", "simmim", "simsiam", "swav", "tico", "vicreg",
+    "aim", "barlowtwins", "byol", "capi", "dcl", "dclw", "densecl", "detconb", "detcons", "dino",
+    "dinov2", "directclr", "fastsiam", "ijepa", "lejepa", "mae", "mmcr", "moco", "msn",
+    "nnclr", "pmsn", "simclr", "simmim", "simsiam", "smog", "swav", "tico", "vicreg", "vicregl",
+    "wmse",
 ]  # fmt: skip
 
 
 #: Smaller heads for the 2-step CPU runs (the backbone is shrunk for every method).
 TINY_HEADS: dict[str, list[str]] = {
     "aim": ["head_hidden_dim=32", "head_num_blocks=1"],
+    # A 2 x 2 patch grid at 32 px: one-patch blocks, so min_keep 0.
+    "ijepa": [
+        "predictor_embed_dim=24",
+        "predictor_depth=1",
+        "pred_mask_scale=[0.25,0.3]",
+        "min_keep=0",
+        "num_pred_masks=1",
+    ],
+    "lejepa": ["hidden_dim=32", "output_dim=16", "n_local_views=2", "sigreg_num_vectors=64"],
     "mae": ["decoder_dim=32", "decoder_depth=1", "decoder_num_heads=2"],
     "msn": ["hidden_dim=32", "output_dim=16", "n_prototypes=8", "focal_views=2"],
     "pmsn": ["hidden_dim=32", "output_dim=16", "n_prototypes=8", "focal_views=2"],
     "dino": ["hidden_dim=32", "bottleneck_dim=16", "output_dim=64", "n_local_views=2"],
+    "dinov2": ["hidden_dim=32", "bottleneck_dim=16", "output_dim=64", "n_local_views=2"],
+    "capi": ["num_clusters=64", "predictor_depth=1", "predictor_num_heads=2"],
+    "vicregl": ["hidden_dim=64", "output_dim=64", "n_local_views=2"],
+    "mmcr": ["hidden_dim=32", "output_dim=16"],
+    "smog": ["hidden_dim=64", "n_groups=16", "memory_bank_size=64"],
+    "wmse": ["hidden_dim=32", "output_dim=2", "w_size=4"],
 }
 
 
@@ -110,6 +127,25 @@ def test_help_lists_every_recipe_section(capsys: pytest.CaptureFixture[str]) -> 
     sections = [f.name for f in dataclasses.fields(PretrainConfig)]
     listed = [line.split()[0] for line in lines if line.startswith("  ") and line.split()]
     assert all(section in listed for section in sections), (sections, listed)
+
+
+@pytest.mark.parametrize(
+    "needle",
+    [
+        "--accumulate-grad-batches N",
+        "--logger {csv,tensorboard,wandb}",
+        "accumulate_grad_batches",
+        "WANDB_MODE=offline",
+        "linear/top1",
+        "rank 0 alone prints",
+    ],
+)
+def test_help_documents_accumulation_loggers_probe_and_ranks(
+    capsys: pytest.CaptureFixture[str], needle: str
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    assert needle in " ".join(capsys.readouterr().out.split())
 
 
 @pytest.mark.dist

@@ -124,3 +124,49 @@ def test_load_config_names_the_file(tmp_path: Path) -> None:
         load_config(bad)
     with pytest.raises(FileNotFoundError, match=r"missing\.yaml"):
         load_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(
+    ("override", "attribute", "expected"),
+    [
+        ("trainer.accumulate_grad_batches=4", ("trainer", "accumulate_grad_batches"), 4),
+        ("trainer.logger=wandb", ("trainer", "logger"), "wandb"),
+        ("trainer.logger=csv", ("trainer", "logger"), "csv"),
+        ("trainer.wandb_project=mine", ("trainer", "wandb_project"), "mine"),
+        ("linear.train=/data/train", ("linear", "train"), "/data/train"),
+        ("linear.lr=0.05", ("linear", "lr"), 0.05),
+        ("linear.every_n_epochs=5", ("linear", "every_n_epochs"), 5),
+    ],
+)
+def test_accumulation_logger_and_probe_are_recipe_keys(
+    override: str, attribute: tuple[str, str], expected: object
+) -> None:
+    """Gradient accumulation, the logger and the online linear probe are known keys (the
+    accumulation was refused as an unknown key before)."""
+    config = apply_overrides(PretrainConfig(), [override])
+    section, key = attribute
+    assert getattr(getattr(config, section), key) == expected
+    assert from_dict(to_dict(config)) == config
+
+
+def test_accumulation_logger_and_probe_defaults() -> None:
+    trainer, linear = PretrainConfig().trainer, PretrainConfig().linear
+    assert (trainer.accumulate_grad_batches, trainer.logger) == (1, "tensorboard")
+    assert (linear.train, linear.val) == (None, None)  # the probe is off unless asked for
+
+
+@pytest.mark.parametrize(
+    ("override", "needles"),
+    [
+        ("trainer.logger=mlflow", ["trainer.logger", "'csv'", "'tensorboard'", "'wandb'"]),
+        ("trainer.accumulate_grad_batches=1.5", ["trainer.accumulate_grad_batches", "int"]),
+        ("linear.trian=/x", ["linear.trian", "'linear.train'"]),
+    ],
+)
+def test_bad_accumulation_logger_and_probe_values_name_the_key(
+    override: str, needles: list[str]
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(PretrainConfig(), [override])
+    for needle in needles:
+        assert needle in str(info.value)

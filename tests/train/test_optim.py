@@ -160,3 +160,28 @@ def test_unknown_extra_is_an_error_naming_it(name: str) -> None:
         build_optimizer(param_groups([_Net()], 0.1), defaults, lr=0.5)
     unset = merge_optimizer(TinyMethod.optimizer_defaults, {"extra": {"wieght_decay_end": None}})
     build_optimizer(param_groups([_Net()], 0.1), unset, lr=0.5)  # null: unset, allowed
+
+
+@pytest.mark.parametrize("batch_size", [256, 2048])
+def test_lars_lr_biases_group_is_plain_sgd_and_the_weights_are_adapted(batch_size: int) -> None:
+    # Barlow Twins (section 4): biases and norms at lr_biases x B/256, "excluded from LARS
+    # adaptation and weight decay"; the weights at lr x B/256 with weight decay and LARS.
+    torch.manual_seed(0)
+    net = _Net()
+    defaults = methods.get("barlowtwins").optimizer_defaults
+    lr = scaled_lr(defaults.lr, batch_size, defaults.reference_batch_size)
+    optimizer = build_optimizer(param_groups([net], defaults.weight_decay), defaults, lr)
+    assert isinstance(optimizer, LARS)
+    loss = net.fc(net.ln(net.bn(net.conv(torch.randn(2, 3, 6, 6))).mean(dim=(2, 3)))).sum()
+    loss.backward()
+    params = [net.conv.weight, net.conv.bias, net.bn.weight, net.ln.bias, net.fc.weight]
+    before = [p.detach().clone() for p in params]
+    grads = [p.grad.detach().clone() for p in params]  # type: ignore[union-attr]
+    optimizer.step()
+    factor = batch_size / 256
+    for param, old, grad in zip(params[1:4], before[1:4], grads[1:4], strict=True):
+        torch.testing.assert_close(old - param.detach(), 0.0048 * factor * grad)
+    for param, old, grad in ((params[0], before[0], grads[0]), (params[4], before[4], grads[4])):
+        d = grad + 1.5e-6 * old
+        trust = 0.001 * old.norm() / (grad.norm() + 1.5e-6 * old.norm() + 1e-8)
+        torch.testing.assert_close(old - param.detach(), 0.2 * factor * trust * d)
