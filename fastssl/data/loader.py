@@ -15,8 +15,10 @@ into batches; this module only picks one):
   per sample); any other callable runs per sample, as in lightly.
 * ``"dali"`` (:mod:`~fastssl.data.engines.dali`): the ViewSpecs compiled into an NVIDIA
   DALI pipeline, for folders and local shards; ``dali_device="mixed"`` decodes on the GPU.
-* ``"ffcv"`` (:mod:`~fastssl.data.engines.ffcv`): FFCV loaders over a ``.beton``; covers
-  the ViewSpecs FFCV can express and names what it cannot.
+* ``"ffcv"`` (:mod:`~fastssl.data.engines.ffcv`): one FFCV loader over a ``.beton`` that
+  reads and decodes each image once and makes all its views in numba-compiled code (every
+  ViewSpec operation). A transform without ViewSpecs (views made per sample, e.g. with
+  grids or masks) falls back to torch workers calling it on the ``.beton``'s images.
 * ``"auto"``: the fastest engine for the source and the training device
   (:func:`resolve_backend`): FFCV for a ``.beton``; DALI (decoding on the GPU) when
   training on a GPU and DALI is installed; the batched torch engine on a CPU, where it
@@ -136,7 +138,9 @@ def resolve_backend(
     The one rule behind ``backend="auto"`` (``make_loader``, ``fastssl pretrain`` and
     ``fastssl profile`` all call it):
 
-    * a ``.beton``: FFCV (the only engine that reads it);
+    * a ``.beton``: FFCV; for a transform without ViewSpecs (FFCV compiles ViewSpecs), torch
+      workers calling it per sample on the ``.beton``'s images (a fallback when FFCV was
+      asked for, or when training on a GPU);
     * a transform without ViewSpecs: torch, calling it per sample (DALI and the batched
       engine compile ViewSpecs);
     * training on a GPU: DALI when installed (decoding and augmenting on the GPU), else
@@ -174,7 +178,12 @@ def resolve_backend(
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is unknown: choose one of {', '.join(BACKENDS)}")
-    if kind == "ffcv" and backend not in ("auto", "ffcv"):
+    per_sample = transform is not None and not _has_view_specs(transform)
+    if (
+        kind == "ffcv"
+        and backend not in ("auto", "ffcv")
+        and not (backend == "torch" and per_sample)
+    ):
         raise ValueError(f"backend={backend!r} cannot read an FFCV .beton: use backend='ffcv'")
     if kind != "ffcv" and backend == "ffcv":
         raise ValueError(
@@ -196,11 +205,18 @@ def resolve_backend(
             f"the torch engine reads them",
             fallback=True,
         )
+    gpu = _on_gpu(device)
+    if kind == "ffcv" and per_sample:
+        return BackendChoice(
+            "torch",
+            f"{type(transform).__name__} is not built from ViewSpecs (it makes its views per "
+            f"sample), so FFCV cannot compile it: torch workers call it on the .beton's images",
+            fallback=backend == "ffcv" or gpu,
+        )
     if backend != "auto":
         return BackendChoice(backend, f"backend={backend} was asked for")
     if kind == "ffcv":
         return BackendChoice("ffcv", "a .beton is read by FFCV")
-    gpu = _on_gpu(device)
     if transform is not None and not _has_view_specs(transform):
         return BackendChoice(
             "torch",
@@ -361,7 +377,7 @@ def make_loader(
     rank = dist.rank() if rank is None else rank
     world_size = dist.world_size() if world_size is None else world_size
     workers = len(os.sched_getaffinity(0)) if num_workers is None else num_workers
-    specs = _batched_specs(transform, batched) if chosen == "torch" else None
+    specs = _batched_specs(transform, batched) if chosen == "torch" and kind != "ffcv" else None
     if chosen == "torch" and specs is None and dtype != torch.float32:
         raise ValueError(
             f"dtype={dtype} needs backend='dali' or 'ffcv', or a transform built from "
@@ -382,6 +398,20 @@ def make_loader(
             dtype=dtype,
         )  # fmt: skip
         return Loader(batches, kind, "ffcv", batches.set_epoch, batch_size)
+    if kind == "ffcv":  # a transform FFCV cannot compile: called per sample on the images
+        from fastssl.data.ffcv_source import BetonImages
+
+        images = BetonImages(path, transform)
+        beton_sampler: DistributedSampler[Any] = DistributedSampler(
+            cast(Dataset[Any], images), num_replicas=world_size, rank=rank, shuffle=shuffle,
+            seed=seed, drop_last=drop_last,
+        )  # fmt: skip
+        beton_loader: DataLoader[Any] = DataLoader(
+            cast(Dataset[Any], images), sampler=beton_sampler, batch_size=batch_size,
+            num_workers=workers, collate_fn=MultiViewCollate(), drop_last=drop_last,
+            persistent_workers=workers > 0, worker_init_fn=_init_worker,
+        )  # fmt: skip
+        return Loader(beton_loader, kind, "torch", beton_sampler.set_epoch)
     decoder = None if specs is None else ViewDecoder(specs)
     recycler = BatchRecycler(workers) if specs is not None and workers > 0 else None
     collate: Any = MultiViewCollate()

@@ -15,7 +15,6 @@ from torch.utils.data import DataLoader
 
 from fastssl.data.engines.base import Batch, Loader, SourceKind
 from fastssl.data.engines.batched import BatchedViewCollate
-from fastssl.data.engines.ffcv import FFCVViews, ffcv_unsupported
 from fastssl.data.loader import (
     detect_source,
     make_loader,
@@ -310,27 +309,6 @@ def test_torch_per_sample_path_and_worker_threads(sources: dict[str, Path]) -> N
         make_loader(sources["folder"], threads, backend="torch", batched=True)
 
 
-@pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        ({"blur_prob": 0.5}, "ViewSpec field blur_prob=0.5: FFCV has no Gaussian blur op"),
-        ({"gray_prob": 0.2}, "ViewSpec field gray_prob=0.2: FFCV has no random grayscale op"),
-        ({"cj_prob": 0.8}, "ViewSpec field cj_prob=0.8: FFCV has no ColorJitter"),
-        ({"solarize_prob": 0.1}, "ViewSpec field solarize_prob=0.1: FFCV has no solarization"),
-        ({"vf_prob": 0.5}, "ViewSpec field vf_prob=0.5: FFCV has no vertical flip"),
-        ({"crop_size": None}, "ViewSpec field crop_size=None"),
-        ({"interpolation": "bicubic"}, "ViewSpec field interpolation='bicubic'"),
-    ],
-)
-def test_ffcv_names_what_it_cannot_express(change: dict[str, object], message: str) -> None:
-    plain = ViewSpec(crop_size=24, cj_prob=0.0, gray_prob=0.0, blur_prob=0.0)
-    assert ffcv_unsupported(plain) is None
-    reason = ffcv_unsupported(plain.replace(**change))
-    assert reason is not None and reason.startswith(message)
-    with pytest.raises(ValueError, match=r"view 0: ViewSpec field .*use backend=.dali. or .torch."):
-        FFCVViews("unused.beton", [plain.replace(**change)], batch_size=2)
-
-
 def test_view_specs_of_accepts_transforms_and_specs() -> None:
     spec = ViewSpec(crop_size=8)
     assert view_specs_of(spec) == [spec]
@@ -339,21 +317,6 @@ def test_view_specs_of_accepts_transforms_and_specs() -> None:
     assert view_specs_of(MultiViewTransform([ViewTransform(spec)] * 3)) == [spec] * 3
     with pytest.raises(ValueError, match="has no view_specs"):
         view_specs_of(lambda image: image)
-
-
-@pytest.mark.ffcv
-@pytest.mark.slow
-def test_ffcv_backend_structure(tmp_path: Path, sources: dict[str, Path]) -> None:
-    pytest.importorskip("ffcv")
-    convert(sources["folder"], tmp_path / "beton", ShardSettings(format="ffcv"), workers=1)
-    spec = ViewSpec(crop_size=24, cj_prob=0.0, gray_prob=0.0, blur_prob=0.0)
-    transform = MultiViewTransform([ViewTransform(spec), ViewTransform(spec.replace(crop_size=16))])
-    loader = make_loader(tmp_path / "beton", transform, backend="auto", batch_size=8, num_workers=1)
-    assert loader.backend == "ffcv" and len(loader) == 2
-    for views, targets, keys in loader:
-        assert [tuple(v.shape) for v in views] == [(8, 3, 24, 24), (8, 3, 16, 16)]
-        assert views[0].dtype == torch.float32 and targets.shape == (8,)
-        assert len(set(keys)) == 8 and all(k.isdigit() for k in keys)
 
 
 def _inode(view: torch.Tensor) -> int:

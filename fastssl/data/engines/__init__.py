@@ -6,7 +6,8 @@
   WebDataset tars, local or remote.
 * :mod:`~fastssl.data.engines.dali`: the ViewSpecs compiled into one NVIDIA DALI pipeline
   (CPU, or decoding on the GPU); image folders and local ``fastssl shards`` folders.
-* :mod:`~fastssl.data.engines.ffcv`: FFCV loaders over a ``.beton``.
+* :mod:`~fastssl.data.engines.ffcv`: one FFCV loader over a ``.beton``; each image is decoded
+  once and all its views are made in FFCV's numba-compiled decoder.
 
 The random parameters of every augmentation are drawn as the ViewSpec
 (:mod:`fastssl.transforms.view_spec`) says, so the engines give statistically equal
