@@ -115,6 +115,10 @@ class ComputeHarness:
             config = dataclasses.replace(config, trainer=trainer)
         self.config, self.device = config, device
         self.shapes: list[tuple[int, ...]] = [tuple(int(s) for s in shape) for shape in shapes]
+        # A real batch to step on instead of random views, for transforms whose batches
+        # carry more than images (VICRegL's grids, DetCon's masks: random values there
+        # would be meaningless or out of range); set by the profiler from one loader batch.
+        self.template: list[Tensor] | None = None
         module = build_module(config)
         self.compiled = bool(config.trainer.compile) or (
             config.trainer.compile is None and device.type == "cuda"
@@ -151,16 +155,27 @@ class ComputeHarness:
     # ----- steps ---------------------------------------------------------------------------
 
     def views(self, batch_size: int, channels_last: bool | None = None) -> list[Tensor]:
-        """Random normalized views of the harness's shapes, on its device."""
-        if not self.shapes:
-            raise ValueError("ComputeHarness.shapes is empty: set the (3, h, w) of every view")
+        """Random normalized views of the harness's shapes, on its device; or, with a
+        :attr:`template`, its tensors repeated to ``batch_size`` rows."""
         dtype = self.input_dtype or torch.float32
-        views = [
-            torch.randn(batch_size, *shape, device=self.device, dtype=dtype)
-            for shape in self.shapes
-        ]
+        if self.template is not None:
+            rows = torch.arange(batch_size) % len(self.template[0])
+            views = [
+                t[rows].to(self.device, dtype=dtype if t.is_floating_point() else t.dtype)
+                for t in self.template
+            ]
+        elif not self.shapes:
+            raise ValueError("ComputeHarness.shapes is empty: set the (3, h, w) of every view")
+        else:
+            views = [
+                torch.randn(batch_size, *shape, device=self.device, dtype=dtype)
+                for shape in self.shapes
+            ]
         if self.channels_last if channels_last is None else channels_last:
-            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+            views = [
+                v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
+                for v in views
+            ]
         return views
 
     def _autocast(self, precision: str) -> contextlib.AbstractContextManager[Any]:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 from torch.profiler import record_function
 
 from fastssl.data.loader import Loader, detect_source
@@ -223,7 +224,7 @@ def _profile(s: _Session) -> ProfileReport:
     compute: ComputeResult | None = None
     variants: dict[str, Any] = {}
     if harness is not None:
-        harness.shapes = _shapes(s, transform, loader)
+        harness.shapes, harness.template = _shapes(s, transform, loader)
         if loader_report is not None and not loader_report.views:
             loader_report.views = [list(shape) for shape in harness.shapes]
         compute = harness.measure(s.batch, options.steps, options.warmup)
@@ -352,11 +353,15 @@ def _setup(s: _Session, harness: ComputeHarness | None, loader: Loader | None) -
     }
 
 
-def _shapes(s: _Session, transform: Any, loader: Loader | None) -> list[tuple[int, ...]]:
-    """``(3, h, w)`` of every view: from the ViewSpecs, else from one loader batch."""
+def _shapes(
+    s: _Session, transform: Any, loader: Loader | None
+) -> tuple[list[tuple[int, ...]], list[Tensor] | None]:
+    """``(3, h, w)`` of every view from the ViewSpecs; else the shapes of one loader batch
+    and that batch, which the compute half then steps on (a transform without ViewSpecs
+    may return grids or masks beside its images, which random values cannot stand for)."""
     shapes = view_shapes(transform)
     if shapes and all(min(shape) > 0 for shape in shapes):
-        return [tuple(shape) for shape in shapes]
+        return [tuple(shape) for shape in shapes], None
     if loader is None:
         if not s.config.data.path:
             raise ValueError(
@@ -366,7 +371,7 @@ def _shapes(s: _Session, transform: Any, loader: Loader | None) -> list[tuple[in
         check_data(s.config)
         loader = s.loader(transform, workers=0, batch_size=min(s.batch, 4))
     views, _, _ = next(endless(loader))
-    return [tuple(int(d) for d in view.shape[1:]) for view in views]
+    return [tuple(int(d) for d in view.shape[1:]) for view in views], [v.clone() for v in views]
 
 
 def _loader_stages(

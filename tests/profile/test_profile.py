@@ -159,6 +159,25 @@ def test_compute_only_needs_no_data_for_fixed_views(tmp_path: Path) -> None:
     assert (out / "trace.json").exists()
 
 
+@pytest.mark.parametrize("method", ["detcons", "vicregl"])
+def test_compute_steps_on_a_real_batch_when_views_carry_masks_or_grids(
+    method: str, images: Path, tmp_path: Path
+) -> None:
+    """DetCon's masks and VICRegL's grids cannot be random normal values: the compute half
+    steps on one real loader batch (random masks would index out of range)."""
+    out = tmp_path / "out"
+    argv = [
+        "profile", str(ROOT / "pipelines" / f"{method}.yaml"), "--compute-only",
+        "--data", str(images), "--set", "method_kwargs.backbone=resnet18",
+        "--input-size", "32", "--batch-size", "4", "--precision", "32", "--accelerator",
+        "cpu", "--steps", "1", "--warmup", "1", "--variants", "none", "--trace-steps", "1",
+        "--out", str(out),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads((out / "profile.json").read_text())
+    assert report["compute"]["current"]["images_per_s"] > 0
+
+
 @pytest.mark.dali
 def test_loader_only_measures_the_dali_backend_for_the_advice(images: Path, tmp_path: Path) -> None:
     if not HAS_DALI:
