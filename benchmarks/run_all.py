@@ -39,6 +39,24 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
         "fashion_mnist_accuracy.py",
         ["--train", "600", "--test", "100", "--epochs", "1", "--out", "{out}"],
     ),
+    # Every method's recipe for 10 epochs beside its baselines: hours on a CPU.
+    "methods_fashion_mnist": (
+        "methods_fashion_mnist.py",
+        [
+            "--methods",
+            "simclr",
+            "--epochs",
+            "1",
+            "--train",
+            "600",
+            "--test",
+            "100",
+            "--baselines",
+            "random,pixels",
+            "--out",
+            "{out}",
+        ],
+    ),
 }
 
 

@@ -15,6 +15,9 @@
 - :class:`OnlineLinearProbe` trains a linear classifier on the backbone's detached
   features of a labeled folder alongside pretraining and logs its top-1 accuracy on
   another labeled folder at epoch ends.
+- :class:`CollapseMonitor` logs collapse statistics of the backbone's features of a
+  training batch every ``log_every_n_steps`` steps: the std of the L2-normalised
+  features and their effective rank (:mod:`fastssl.utils.collapse`).
 
 With gradient accumulation (``trainer.accumulate_grad_batches``) the step-based work
 (checkpoints, finiteness checks, throughput logs) happens on the batches that end with an
@@ -60,6 +63,7 @@ from fastssl.train.data import derive_seed
 from fastssl.train.module import NonFiniteLossError
 from fastssl.utils import dist
 from fastssl.utils.benchmarking.online_linear_classifier import OnlineLinearClassifier
+from fastssl.utils.collapse import collapse_statistics
 
 
 def scored_network(method: nn.Module) -> nn.Module:
@@ -69,6 +73,30 @@ def scored_network(method: nn.Module) -> nn.Module:
     if isinstance(method, Method):
         return select_backbone(method)[0]
     return method
+
+
+@torch.no_grad()
+def detached_features(method: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Features (B, D) of ``images`` by ``method``'s scored network (:func:`scored_network`)
+    in eval mode, without gradient, in float32.
+
+    BatchNorm uses its running statistics and updates nothing, dropout and drop-path are
+    off, and every module's train/eval mode is restored afterwards: the method's weights,
+    buffers and gradients are left exactly as they were. Images are moved to the network's
+    device and dtype (bf16-true / 16-true runs keep their weights in half precision).
+    """
+    network = scored_network(method)
+    modes = [(module, module.training) for module in network.modules()]
+    param = next((p for p in network.parameters() if p.is_floating_point()), None)
+    if param is not None:
+        images = images.to(param.device, param.dtype)
+    network.eval()
+    try:
+        features = pooled_features(network(images))
+    finally:
+        for module, mode in modes:
+            module.training = mode
+    return features.float()
 
 
 class NonFiniteStateError(NonFiniteLossError):
@@ -504,23 +532,10 @@ class OnlineLinearProbe(pl.Callback):
     # ----- features and probe -------------------------------------------------------------
 
     @staticmethod
-    @torch.no_grad()
     def features(method: nn.Module, images: torch.Tensor) -> torch.Tensor:
-        """Features (B, D) of ``images`` by ``method``'s scored network
-        (:func:`scored_network`) in eval mode, without gradient; every module's train/eval
-        mode is restored afterwards."""
-        network = scored_network(method)
-        modes = [(module, module.training) for module in network.modules()]
-        param = next((p for p in network.parameters() if p.is_floating_point()), None)
-        if param is not None:  # bf16-true / 16-true runs keep their weights in half
-            images = images.to(param.device, param.dtype)
-        network.eval()
-        try:
-            features = pooled_features(network(images))
-        finally:
-            for module, mode in modes:
-                module.training = mode
-        return features.float()
+        """Features (B, D) of ``images`` by ``method``'s scored network in eval mode,
+        without gradient (:func:`detached_features`)."""
+        return detached_features(method, images)
 
     def _ensure_probe(self, feature_dim: int, device: torch.device) -> OnlineLinearClassifier:
         """The probe, built on first use for ``feature_dim`` (seeded; the global random
@@ -649,12 +664,117 @@ class OnlineLinearProbe(pl.Callback):
         self.optimizer.load_state_dict(state["optimizer"])
 
 
+def first_image_view(views: Any) -> torch.Tensor | None:
+    """The first view of a batch's views that is a batch of images (B, C, H, W), or None
+    (views may also hold masks or grids, e.g. DetCon's and VICRegL's)."""
+    if isinstance(views, torch.Tensor):
+        views = [views]
+    for view in views:
+        if isinstance(view, torch.Tensor) and view.ndim == 4 and view.is_floating_point():
+            return view
+    return None
+
+
+class CollapseMonitor(pl.Callback):
+    """Logs ``collapse/std`` and ``collapse/effective_rank`` of the backbone's features of a
+    training batch, so that a collapse shows while training rather than after.
+
+    Every ``every_n_steps`` optimizer steps (None: the trainer's ``log_every_n_steps``,
+    so the values land on the rows Lightning writes to ``metrics.csv``) and on the last
+    step, rank 0 takes the first image view of the batch that made the step and computes
+    its features with the scored network (:func:`scored_network`, as ``fastssl eval``)
+    by :func:`detached_features`: eval mode, no gradient, every module's mode restored. The
+    method's weights, BatchNorm statistics, gradients and random state are untouched, so
+    a run ends with the same weights with or without the monitor (tested). Its cost is one
+    forward pass of one view every ``every_n_steps`` steps and a singular-value
+    decomposition of a (B, D) matrix.
+
+    The statistics (:func:`fastssl.utils.collapse.collapse_statistics`): ``std``, the mean
+    over dimensions of the standard deviation of the L2-normalised features (0: every image
+    has the same direction, complete collapse; about ``1 / sqrt(D)`` for well spread
+    features), and ``effective_rank``, the exponential of the entropy of the normalised
+    singular values (Roy & Vetterli 2007; 1: all features on a line; at most
+    ``min(B, D)``; a dimensional collapse shows here while the std can look fine). The
+    last values are in :attr:`last` (``summary.json``'s ``collapse_std`` and
+    ``collapse_effective_rank``).
+
+    Args:
+        every_n_steps: Optimizer steps between measurements (None: the trainer's
+            ``log_every_n_steps``; 0: only on the last step). Keep it a multiple of
+            ``log_every_n_steps``: Lightning repeats a step metric on the rows it writes
+            until the metric is logged again or the epoch ends.
+    """
+
+    def __init__(self, every_n_steps: int | None = None) -> None:
+        if every_n_steps is not None and every_n_steps < 0:
+            raise ValueError(f"collapse every_n_steps must be >= 0, got {every_n_steps}")
+        self.every_n_steps = every_n_steps
+        self.last: dict[str, float] = {}
+        self.last_step = -1
+        self._batch_end_step = 0  # global step at the previous batch end
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._batch_end_step = int(trainer.global_step)
+
+    @staticmethod
+    def _is_last_step(trainer: pl.Trainer) -> bool:
+        step = int(trainer.global_step)
+        max_steps = int(trainer.max_steps)
+        if max_steps > 0 and step >= max_steps:
+            return True
+        max_epochs = trainer.max_epochs
+        last_epoch = max_epochs is not None and trainer.current_epoch + 1 >= max_epochs > 0
+        return bool(trainer.should_stop or (last_epoch and trainer.is_last_batch))
+
+    def due(self, trainer: pl.Trainer) -> bool:
+        """Whether the step just taken is measured (call after it, once per batch)."""
+        every = self.every_n_steps
+        if every is None:
+            every = int(getattr(trainer, "log_every_n_steps", 1))
+        step = int(trainer.global_step)
+        return (every > 0 and step % every == 0) or self._is_last_step(trainer)
+
+    def measure(self, method: nn.Module, images: torch.Tensor) -> dict[str, float]:
+        """The collapse statistics of ``method``'s features of ``images``; kept in
+        :attr:`last`."""
+        self.last = collapse_statistics(detached_features(method, images))
+        return self.last
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        step = int(trainer.global_step)
+        stepped, self._batch_end_step = step != self._batch_end_step, step
+        if not stepped or not trainer.is_global_zero or not self.due(trainer):
+            return
+        images = first_image_view(batch[0])
+        if images is None:
+            return
+        method: nn.Module = getattr(pl_module, "method")  # noqa: B009 (any module with .method)
+        stats = self.measure(method, images)
+        self.last_step = step
+        pl_module.log_dict(
+            {f"collapse/{name}": value for name, value in stats.items()},
+            on_step=True,
+            on_epoch=False,
+            rank_zero_only=True,
+        )
+
+
 __all__ = [
+    "CollapseMonitor",
     "LastCheckpoint",
     "NonFiniteStateError",
     "OnlineKNN",
     "OnlineLinearProbe",
     "ResumableCSVLogger",
     "ThroughputMonitor",
+    "detached_features",
+    "first_image_view",
     "non_finite_tensors",
 ]

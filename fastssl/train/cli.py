@@ -67,8 +67,9 @@ A recipe has these sections; every key can be set with --set section.key=value:
   trainer         max_steps, max_epochs, max_time, precision, compile, channels_last,
                   matmul_small_convs (tiny-output convolutions as matmuls; default:
                   on for CPUs, off for GPUs), gradient_clip, accumulate_grad_batches,
-                  checkpoint_every_n_steps, log_every_n_steps, logger (csv,
-                  tensorboard, wandb), wandb_project, wandb_name, seed, out
+                  checkpoint_every_n_steps, log_every_n_steps,
+                  collapse_statistics (below), logger (csv, tensorboard, wandb),
+                  wandb_project, wandb_name, seed, out
   knn             train/val labeled folders for online kNN at epoch ends (k, t)
   linear          train/val labeled folders for an online linear probe: a linear
                   classifier on the backbone's detached features, trained alongside on
@@ -79,6 +80,14 @@ Unset optimizer and schedule keys take the method's paper defaults.
 Gradient accumulation (--accumulate-grad-batches N) makes one optimizer step of N batches
 (the mean of their gradients): the learning rate scales with the effective batch (batch
 size x N), and steps, --max-steps and the schedules count optimizer steps.
+
+Collapse statistics: every trainer.log_every_n_steps steps and on the last step
+(trainer.collapse_statistics=false turns them off), the scored backbone's features of the
+batch's first view (eval mode, no gradient: training is unchanged) give collapse/std, the
+std of the L2-normalised features (0: collapsed; about 1/sqrt(D): well spread), and
+collapse/effective_rank, exp of the entropy of their normalised singular values (1: all
+on a line; at most min(batch, D)), in the logs and, last values, in summary.json
+(collapse_std, collapse_effective_rank).
 
 Writes OUT/last.ckpt, OUT/summary.json, OUT/metrics.csv, OUT/config.yaml and the logs of
 --logger: TensorBoard (OUT/tensorboard, the default) or Weights & Biases (OUT/wandb;

@@ -116,6 +116,9 @@ class TrainerConfig:
     checkpoint_every_n_steps: int = 1000  # rewrite OUT/last.ckpt every N optimizer steps
     keep_step_checkpoints: bool = False  # also keep OUT/step-<N>.ckpt copies
     log_every_n_steps: int = 50
+    # collapse/std and collapse/effective_rank of the backbone's features of a training batch
+    # every log_every_n_steps steps and on the last (fastssl.train.callbacks.CollapseMonitor)
+    collapse_statistics: bool = True
     # Where metrics go besides OUT/metrics.csv (always written): "tensorboard" (OUT/tensorboard),
     # "wandb" (Weights & Biases, files under OUT/wandb; WANDB_MODE=offline needs no network;
     # pip install wandb) or "csv" (metrics.csv only)

@@ -10,7 +10,8 @@ synchronized BatchNorm when more than one process runs), trains, and writes to
 - ``summary.json`` (rank 0): method, steps (optimizer steps), epochs, final_loss (the
   last optimizer step's loss, averaged over its accumulated batches and over ranks),
   images_per_s, wall_s, data_wait_fraction (and the batch, accumulation, learning rate,
-  world size, online kNN and linear-probe accuracies) and the resolved setup
+  world size, online kNN and linear-probe accuracies, the last collapse statistics
+  ``collapse_std`` and ``collapse_effective_rank``) and the resolved setup
   (:func:`run_setup`: data backend and why, loss kernel, compile, precision,
   small-convolution path), which ``fastssl pretrain`` also prints at start;
 - ``metrics.csv`` always, and the logs of ``trainer.logger``: TensorBoard under
@@ -60,6 +61,7 @@ from fastssl.data.loader import (
 from fastssl.kernels.contrastive import describe_kernel
 from fastssl.models.batchnorm import SyncBatchNormPlugin
 from fastssl.train.callbacks import (
+    CollapseMonitor,
     LastCheckpoint,
     OnlineKNN,
     OnlineLinearProbe,
@@ -427,6 +429,8 @@ def build_trainer(
         LastCheckpoint(out, tc.checkpoint_every_n_steps, tc.keep_step_checkpoints),
         ThroughputMonitor(),
     ]
+    if tc.collapse_statistics:
+        callbacks.append(CollapseMonitor())
     if config.knn.train or config.knn.val:
         if not (config.knn.train and config.knn.val):
             raise ValueError("online kNN needs both knn.train and knn.val (labeled folders)")
@@ -605,6 +609,8 @@ def pretrain(
     monitor = next(c for c in callbacks if isinstance(c, ThroughputMonitor))
     knn = next((c for c in callbacks if isinstance(c, OnlineKNN)), None)
     probe = next((c for c in callbacks if isinstance(c, OnlineLinearProbe)), None)
+    collapse = next((c for c in callbacks if isinstance(c, CollapseMonitor)), None)
+    collapse_last = {} if collapse is None else collapse.last
     totals = monitor.totals(module)
     # Collectives: every rank takes part, rank 0 writes and prints.
     # (Lightning moved the module to the CPU after fit; NCCL reduces on the GPU.)
@@ -630,6 +636,9 @@ def pretrain(
         "resumed_from": run.resume,
         "knn_top1": None if knn is None else knn.last_top1,
         "linear_top1": None if probe is None else probe.last_top1,
+        # Of the last measured step (CollapseMonitor; None: off or never measured).
+        "collapse_std": collapse_last.get("std"),
+        "collapse_effective_rank": collapse_last.get("effective_rank"),
         "logger": config.trainer.logger,
         # Images the loader could not read, each replaced by a readable one (all ranks;
         # a folder: the whole run; shards: the last epoch); None: the engine does not count.
