@@ -9,7 +9,6 @@ binomial bounds for rates.
 from __future__ import annotations
 
 import itertools
-import math
 import random
 
 import numpy as np
@@ -20,24 +19,9 @@ from torchvision import transforms as T
 
 from fastssl.transforms.view_params import ViewParams, draw_view_params, random_resized_crop_box
 from fastssl.transforms.view_spec import ViewSpec
+from tests.data.engines._distributions import PLAIN, assert_rate, assert_same
 
 DRAWS = 4000
-PLAIN = ViewSpec(
-    crop_size=None, hf_prob=0.0, cj_prob=0.0, gray_prob=0.0, blur_prob=0.0,
-    normalize_mean=None, normalize_std=None,
-)  # fmt: skip
-
-
-def _assert_rate(values: list[bool] | np.ndarray, p: float, name: str) -> None:
-    rate = float(np.mean(values))
-    bound = 4 * math.sqrt(p * (1 - p) / len(values)) + 1e-9
-    assert abs(rate - p) <= bound, f"{name}: rate {rate:.3f}, expected {p} +- {bound:.3f}"
-
-
-def _assert_same(a: np.ndarray, b: np.ndarray, name: str) -> None:
-    p = stats.ks_2samp(a, b).pvalue
-    assert p > 1e-3, f"{name}: KS p={p:.2e}; ours {np.percentile(a, [10, 50, 90])}, "
-    f"torchvision {np.percentile(b, [10, 50, 90])}"
 
 
 @pytest.mark.parametrize(
@@ -66,9 +50,9 @@ def test_crop_boxes_follow_torchvision_random_resized_crop(width, height, scale,
     def centre_x(b: np.ndarray) -> np.ndarray:
         return (b[:, 1] + b[:, 3] / 2) / width
 
-    _assert_same(area(ours), area(theirs), "area fraction")
-    _assert_same(np.log(ours[:, 3] / ours[:, 2]), np.log(theirs[:, 3] / theirs[:, 2]), "log ratio")
-    _assert_same(centre_x(ours), centre_x(theirs), "horizontal centre")
+    assert_same(area(ours), area(theirs), "area fraction")
+    assert_same(np.log(ours[:, 3] / ours[:, 2]), np.log(theirs[:, 3] / theirs[:, 2]), "log ratio")
+    assert_same(centre_x(ours), centre_x(theirs), "horizontal centre")
 
 
 def test_crop_box_fallback_is_torchvision_centre_crop() -> None:
@@ -86,19 +70,19 @@ def test_rates_orders_and_ranges_of_every_random_op() -> None:
     )  # fmt: skip
     rng = random.Random(1)
     draws = [draw_view_params(spec, 40, 30, rng) for _ in range(DRAWS)]
-    _assert_rate([p.hflip for p in draws], 0.5, "horizontal flip")
-    _assert_rate([p.vflip for p in draws], 0.3, "vertical flip")
-    _assert_rate([p.rotation is not None for p in draws], 0.4, "rotation")
-    _assert_rate([p.jitter is not None for p in draws], 0.8, "color jitter")
-    _assert_rate([p.gray for p in draws], 0.2, "grayscale")
-    _assert_rate([p.blur_sigma is not None for p in draws], 0.5, "blur")
-    _assert_rate([p.solarize for p in draws], 0.1, "solarization")
+    assert_rate([p.hflip for p in draws], 0.5, "horizontal flip")
+    assert_rate([p.vflip for p in draws], 0.3, "vertical flip")
+    assert_rate([p.rotation is not None for p in draws], 0.4, "rotation")
+    assert_rate([p.jitter is not None for p in draws], 0.8, "color jitter")
+    assert_rate([p.gray for p in draws], 0.2, "grayscale")
+    assert_rate([p.blur_sigma is not None for p in draws], 0.5, "blur")
+    assert_rate([p.solarize for p in draws], 0.1, "solarization")
     jittered = [p for p in draws if p.jitter is not None]
     counts = {order: 0 for order in itertools.permutations(range(4))}
     for p in jittered:
         counts[p.jitter] += 1  # type: ignore[index]
     for order, count in counts.items():
-        _assert_rate([True] * count + [False] * (len(jittered) - count), 1 / 24, f"order {order}")
+        assert_rate([True] * count + [False] * (len(jittered) - count), 1 / 24, f"order {order}")
 
     def uniform(values: list[float], low: float, high: float, name: str) -> None:
         assert low <= min(values) and max(values) <= high, name

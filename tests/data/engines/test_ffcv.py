@@ -13,7 +13,6 @@ and threads, held batches never overwritten, errors that name the field.
 
 from __future__ import annotations
 
-import colorsys
 import itertools
 import math
 import warnings
@@ -32,6 +31,19 @@ from fastssl.data.engines import ffcv_kernels
 from fastssl.data.engines.ffcv_kernels import COL, plain_row
 from fastssl.transforms.multi_view_transform import MultiViewTransform, ViewTransform
 from fastssl.transforms.view_spec import ViewSpec
+from tests.data.engines._distributions import (
+    BATCH,
+    HEIGHT,
+    PLAIN,
+    WIDTH,
+    N,
+    assert_rate,
+    assert_same,
+    coordinate_image,
+    crop_box,
+    hsv_hue,
+    torchvision_views,
+)
 
 pytest.importorskip("ffcv")
 
@@ -44,20 +56,6 @@ from fastssl.data.loader import make_loader, resolve_backend
 from fastssl.data.shards import ShardSettings, convert, key
 
 pytestmark = pytest.mark.ffcv
-
-N = 384  # samples per engine: 6 batches of 64
-WIDTH, HEIGHT = 120, 100  # of the coordinate image (R = x and G = y must fit in uint8)
-BATCH = 64
-# Every random operation off; tests switch on the one they measure.
-PLAIN = ViewSpec(
-    crop_size=None,
-    hf_prob=0.0,
-    cj_prob=0.0,
-    gray_prob=0.0,
-    blur_prob=0.0,
-    normalize_mean=None,
-    normalize_std=None,
-)
 
 
 class _Images:
@@ -92,71 +90,34 @@ def _ffcv(beton: Path, spec: ViewSpec, n: int = N, seed: int = 1, **kwargs: obje
     return np.concatenate(out)[:n] * 255.0
 
 
-def _torch(image: np.ndarray, spec: ViewSpec, n: int = N) -> np.ndarray:
-    torch.manual_seed(0)
-    view = spec.build_torchvision()
-    tensor = torch.from_numpy(image).permute(2, 0, 1).contiguous()
-    return torch.stack([view(tensor) for _ in range(n)]).numpy() * 255.0
-
-
 def _both(
     tmp_path: Path, image: np.ndarray, spec: ViewSpec, measure: Callable[[np.ndarray], np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray]:
-    return measure(_ffcv(_beton(tmp_path, image), spec)), measure(_torch(image, spec))
-
-
-def _assert_rate(values: np.ndarray, p: float, name: str) -> None:
-    n = len(values)
-    rate = float(np.mean(values))
-    bound = 4 * math.sqrt(p * (1 - p) / n) + 1e-9
-    assert abs(rate - p) <= bound, f"{name}: rate {rate:.3f}, expected {p} +- {bound:.3f}"
-
-
-def _assert_same(a: np.ndarray, b: np.ndarray, name: str) -> None:
-    p = stats.ks_2samp(a, b).pvalue
-    assert p > 1e-3, (
-        f"{name}: KS p={p:.2e}; FFCV {np.percentile(a, [10, 50, 90])}, "
-        f"torch {np.percentile(b, [10, 50, 90])}"
-    )
-
-
-def _coordinate_image(width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:
-    """R = x, G = y, B = 128: a crop's box can be read back from its pixels."""
-    x = np.broadcast_to(np.arange(width, dtype=np.uint8)[None, :], (height, width))
-    y = np.broadcast_to(np.arange(height, dtype=np.uint8)[:, None], (height, width))
-    return np.stack([x, y, np.full_like(x, 128)], axis=-1).copy()
-
-
-def _crop_box(views: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Width, height (source pixels) and horizontal flip of every crop."""
-    size_h, size_w = views.shape[-2:]
-    dx = views[:, 0, :, -1].mean(1) - views[:, 0, :, 0].mean(1)
-    dy = views[:, 1, -1, :].mean(1) - views[:, 1, 0, :].mean(1)
-    return np.abs(dx) * size_w / (size_w - 1), dy * size_h / (size_h - 1), dx < 0
+    return measure(_ffcv(_beton(tmp_path, image), spec)), measure(torchvision_views(image, spec))
 
 
 # ------------------------------------------------------------------------- distributions
 @pytest.mark.parametrize("mode", ["raw", "jpg"])
 def test_crop_area_ratio_and_flip_match_torchvision(tmp_path: Path, mode: str) -> None:
     # jpg: crops of 64 px and more are decoded at half size (the DCT reduction).
-    image = _coordinate_image()
+    image = coordinate_image()
     spec = PLAIN.replace(crop_size=32, hf_prob=0.5)
-    w_f, h_f, flip_f = _crop_box(_ffcv(_beton(tmp_path, image, mode=mode), spec))
-    w_t, h_t, flip_t = _crop_box(_torch(image, spec))
+    w_f, h_f, flip_f = crop_box(_ffcv(_beton(tmp_path, image, mode=mode), spec))
+    w_t, h_t, flip_t = crop_box(torchvision_views(image, spec))
     area = WIDTH * HEIGHT
-    _assert_same(w_f * h_f / area, w_t * h_t / area, "area fraction")
-    _assert_same(np.log(w_f / h_f), np.log(w_t / h_t), "log aspect ratio")
+    assert_same(w_f * h_f / area, w_t * h_t / area, "area fraction", engine="FFCV")
+    assert_same(np.log(w_f / h_f), np.log(w_t / h_t), "log aspect ratio", engine="FFCV")
     assert (w_f * h_f / area).min() > 0.06 and (w_f * h_f / area).max() < 1.05
     assert np.exp(np.abs(np.log(w_f / h_f))).max() < 4 / 3 * 1.1
-    _assert_rate(flip_f, 0.5, "FFCV horizontal flip")
-    _assert_rate(flip_t, 0.5, "torch horizontal flip")
+    assert_rate(flip_f, 0.5, "FFCV horizontal flip")
+    assert_rate(flip_t, 0.5, "torch horizontal flip")
 
 
 def test_narrow_scale_and_ratio_are_honoured(tmp_path: Path) -> None:
     spec = PLAIN.replace(crop_size=(24, 48), crop_scale=(0.3, 0.5), crop_ratio=(1.5, 2.0))
-    views = _ffcv(_beton(tmp_path, _coordinate_image()), spec)
+    views = _ffcv(_beton(tmp_path, coordinate_image()), spec)
     assert views.shape[1:] == (3, 24, 48)
-    w, h, _ = _crop_box(views)
+    w, h, _ = crop_box(views)
     area = w * h / (WIDTH * HEIGHT)
     assert area.min() > 0.27 and area.max() < 0.53
     assert (w / h).min() > 1.4 and (w / h).max() < 2.1
@@ -168,9 +129,9 @@ def test_vertical_flip_rate(tmp_path: Path) -> None:
     def flipped(views: np.ndarray) -> np.ndarray:
         return views[:, 1, 0, 0] > views[:, 1, -1, 0]  # G = y decreases downwards
 
-    ffcv, tv = _both(tmp_path, _coordinate_image(32, 24), spec, flipped)
-    _assert_rate(ffcv, 0.3, "FFCV vertical flip")
-    _assert_rate(tv, 0.3, "torch vertical flip")
+    ffcv, tv = _both(tmp_path, coordinate_image(32, 24), spec, flipped)
+    assert_rate(ffcv, 0.3, "FFCV vertical flip")
+    assert_rate(tv, 0.3, "torch vertical flip")
 
 
 @pytest.mark.parametrize(
@@ -179,24 +140,24 @@ def test_vertical_flip_rate(tmp_path: Path) -> None:
 def test_rotation_equals_torchvision(
     tmp_path: Path, size: tuple[int, int], degrees: tuple[float, float] | None
 ) -> None:
-    image = _coordinate_image(size[1], size[0])
+    image = coordinate_image(size[1], size[0])
     spec = PLAIN.replace(rr_prob=1.0, rr_degrees=degrees)
     ffcv = _ffcv(_beton(tmp_path, image, n=4), spec, n=4)
-    tv = _torch(image, spec, n=1)
+    tv = torchvision_views(image, spec, n=1)
     agree = np.isclose(ffcv, np.broadcast_to(tv, ffcv.shape), atol=1e-3).all(axis=1).mean()
     assert agree > 0.995, f"{agree:.4f} of the pixels agree with torchvision's rotation"
 
 
 def test_grayscale_rate_and_values(tmp_path: Path) -> None:
     spec = PLAIN.replace(gray_prob=0.3)
-    image = _coordinate_image(64, 48)
+    image = coordinate_image(64, 48)
 
     def gray(views: np.ndarray) -> np.ndarray:
         return np.ptp(views, axis=1).max(axis=(1, 2)) < 1.5
 
-    ffcv, tv = _ffcv(_beton(tmp_path, image), spec), _torch(image, spec)
-    _assert_rate(gray(ffcv), 0.3, "FFCV grayscale")
-    _assert_rate(gray(tv), 0.3, "torch grayscale")
+    ffcv, tv = _ffcv(_beton(tmp_path, image), spec), torchvision_views(image, spec)
+    assert_rate(gray(ffcv), 0.3, "FFCV grayscale")
+    assert_rate(gray(tv), 0.3, "torch grayscale")
     # The gray level is the luma (0.299 R + 0.587 G + 0.114 B) in both engines.
     np.testing.assert_allclose(ffcv[gray(ffcv)][0], tv[gray(tv)][0], atol=1.01)
 
@@ -210,8 +171,8 @@ def test_solarization_rate(tmp_path: Path) -> None:
         return views[:, 0, 0, 0].round() == 55
 
     ffcv, tv = _both(tmp_path, image, spec, solarized)
-    _assert_rate(ffcv, 0.2, "FFCV solarization")
-    _assert_rate(tv, 0.2, "torch solarization")
+    assert_rate(ffcv, 0.2, "FFCV solarization")
+    assert_rate(tv, 0.2, "torch solarization")
 
 
 def test_blur_rate_and_sigma(tmp_path: Path) -> None:
@@ -225,10 +186,10 @@ def test_blur_rate_and_sigma(tmp_path: Path) -> None:
         return np.sqrt((profile * x**2).sum(1) / profile.sum(1))
 
     ffcv, tv = _both(tmp_path, image, spec, spread)
-    _assert_same(ffcv, tv, "blur spread")
+    assert_same(ffcv, tv, "blur spread", engine="FFCV")
     expected = 0.5 * 1.4 / 1.9  # P(blurred with sigma > 0.6); the spread tracks sigma there
-    _assert_rate(ffcv > 0.6, expected, "FFCV blur with sigma > 0.6")
-    _assert_rate(tv > 0.6, expected, "torch blur with sigma > 0.6")
+    assert_rate(ffcv > 0.6, expected, "FFCV blur with sigma > 0.6")
+    assert_rate(tv > 0.6, expected, "torch blur with sigma > 0.6")
 
 
 def test_brightness_factor_distribution(tmp_path: Path) -> None:
@@ -239,10 +200,10 @@ def test_brightness_factor_distribution(tmp_path: Path) -> None:
         return views[:, 0, 0, 0] / 100.0
 
     ffcv, tv = _both(tmp_path, image, spec, factor)
-    _assert_rate(np.abs(ffcv - 1) > 0.006, 0.5, "FFCV jitter probability")
-    _assert_rate(np.abs(tv - 1) > 0.006, 0.5, "torch jitter probability")
+    assert_rate(np.abs(ffcv - 1) > 0.006, 0.5, "FFCV jitter probability")
+    assert_rate(np.abs(tv - 1) > 0.006, 0.5, "torch jitter probability")
     jittered_f, jittered_t = ffcv[np.abs(ffcv - 1) > 0.006], tv[np.abs(tv - 1) > 0.006]
-    _assert_same(jittered_f, jittered_t, "brightness factor")
+    assert_same(jittered_f, jittered_t, "brightness factor", engine="FFCV")
     assert jittered_f.min() > 0.19 and jittered_f.max() < 1.81
 
 
@@ -255,7 +216,7 @@ def test_saturation_factor_distribution(tmp_path: Path) -> None:
         return (views[:, 0, 0, 0] - views[:, 2, 0, 0]) / 70.0  # R - B scales by the factor
 
     ffcv, tv = _both(tmp_path, image, spec, factor)
-    _assert_same(ffcv, tv, "saturation factor")
+    assert_same(ffcv, tv, "saturation factor", engine="FFCV")
 
 
 def test_contrast_factor_distribution(tmp_path: Path) -> None:
@@ -268,12 +229,8 @@ def test_contrast_factor_distribution(tmp_path: Path) -> None:
         return (views[:, 0, 7, 0] - views[:, 0, 0, 0]) / 40.0
 
     ffcv, tv = _both(tmp_path, image, spec, factor)
-    _assert_same(ffcv, tv, "contrast factor")
+    assert_same(ffcv, tv, "contrast factor", engine="FFCV")
     assert ffcv.min() > 0.45 and ffcv.max() < 1.55
-
-
-def _hsv_hue(rgb: np.ndarray) -> np.ndarray:
-    return np.array([colorsys.rgb_to_hsv(*(c / 255.0))[0] for c in rgb])
 
 
 def test_hue_shift_distribution(tmp_path: Path) -> None:
@@ -283,9 +240,9 @@ def test_hue_shift_distribution(tmp_path: Path) -> None:
     image = np.empty((8, 8, 3), dtype=np.uint8)
     image[...] = color
     ffcv, tv = _both(tmp_path, image, spec, lambda v: v[:, :, 0, 0])
-    shifts = [(_hsv_hue(v) - _hsv_hue(color[None])[0] + 0.5) % 1.0 - 0.5 for v in (ffcv, tv)]
+    shifts = [(hsv_hue(v) - hsv_hue(color[None])[0] + 0.5) % 1.0 - 0.5 for v in (ffcv, tv)]
     assert np.abs(shifts[0]).max() < 0.11 and np.abs(shifts[1]).max() < 0.11
-    _assert_same(shifts[0], shifts[1], "hue shift")
+    assert_same(shifts[0], shifts[1], "hue shift", engine="FFCV")
     # uint8 rounding moves small shifts by up to ~0.01 of the circle.
     assert stats.kstest(shifts[0], stats.uniform(loc=-0.1, scale=0.2).cdf).pvalue > 1e-3
 
@@ -302,19 +259,20 @@ def test_whole_view_statistics_match_torchvision(tmp_path: Path) -> None:
         ViewSpec(crop_size=24, crop_scale=(0.05, 0.4), interpolation="bicubic", solarize_prob=0.2,
                  normalize_mean=None, normalize_std=None),
     ):  # fmt: skip
-        ffcv, tv = _ffcv(beton, spec), _torch(image, spec)
+        ffcv, tv = _ffcv(beton, spec), torchvision_views(image, spec)
         for channel in range(3):
             for name, statistic in (("mean", np.mean), ("std", np.std)):
-                _assert_same(
+                assert_same(
                     statistic(ffcv[:, channel], axis=(1, 2)),
                     statistic(tv[:, channel], axis=(1, 2)),
                     f"{name} of channel {channel}",
+                    engine="FFCV",
                 )
 
 
 def test_jitter_orders_are_uniform_permutations(tmp_path: Path) -> None:
     spec = ViewSpec(crop_size=8, cj_prob=1.0)
-    views = FFCVViews(_beton(tmp_path, _coordinate_image(16, 16), n=8), [spec], batch_size=8)
+    views = FFCVViews(_beton(tmp_path, coordinate_image(16, 16), n=8), [spec], batch_size=8)
     counts: dict[tuple[int, ...], int] = {}
     for draw in range(2400):  # 300 epochs of the 8 samples
         order = views.draw(epoch=draw // 8, index=draw % 8)[1][0].jitter
@@ -380,16 +338,16 @@ def test_jitter_in_each_order_equals_torchvision(order: tuple[int, ...]) -> None
 
 
 def test_no_random_op_equals_torchvision_normalization(tmp_path: Path) -> None:
-    image = _coordinate_image(40, 30)
+    image = coordinate_image(40, 30)
     spec = PLAIN.replace(normalize_mean=(0.5, 0.4, 0.3), normalize_std=(0.2, 0.25, 0.3))
     ffcv = _ffcv(_beton(tmp_path, image, n=2), spec, n=2) / 255.0
-    tv = _torch(image, spec, n=1) / 255.0
+    tv = torchvision_views(image, spec, n=1) / 255.0
     np.testing.assert_allclose(ffcv, np.broadcast_to(tv, ffcv.shape), atol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_views_round_the_float32_values(tmp_path: Path, dtype: torch.dtype) -> None:
-    beton = _beton(tmp_path, _coordinate_image(40, 30), n=8)
+    beton = _beton(tmp_path, coordinate_image(40, 30), n=8)
     spec = ViewSpec(crop_size=16, normalize_mean=(0.5, 0.4, 0.3), normalize_std=(0.2, 0.2, 0.2))
     full = next(iter(FFCVViews(beton, [spec], batch_size=8, seed=3)))[0][0]
     half = next(iter(FFCVViews(beton, [spec], batch_size=8, seed=3, dtype=dtype)))[0][0]
@@ -538,7 +496,7 @@ def test_one_decoder_reads_every_image_once(photos: Path) -> None:
 
 
 def test_a_damaged_jpeg_gives_black_views_and_is_counted(tmp_path: Path) -> None:
-    image = _coordinate_image(32, 32)
+    image = coordinate_image(32, 32)
     beton = _write(tmp_path / "damaged.beton", [image] * 4, mode="jpg")
     from ffcv.reader import Reader
 
@@ -627,7 +585,7 @@ def test_torch_backend_is_refused_for_view_specs_on_a_beton() -> None:
 
 @pytest.mark.parametrize("mode", ["raw", "jpg"])
 def test_beton_images_are_the_stored_images(tmp_path: Path, mode: str) -> None:
-    stored = [_coordinate_image(24 + i, 16 + 2 * i) for i in range(3)]
+    stored = [coordinate_image(24 + i, 16 + 2 * i) for i in range(3)]
     images = BetonImages(_write(tmp_path / f"{mode}.beton", stored, mode=mode))
     assert len(images) == 3 and images[2][1:] == (0, key(2))
     for index, array in enumerate(stored):

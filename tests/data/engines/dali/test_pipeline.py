@@ -10,17 +10,28 @@ binomial 4-sigma bounds for rates.
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from scipy import stats
 
 from fastssl.transforms.view_spec import ViewSpec
+from tests.data.engines._distributions import (
+    BATCH,
+    HEIGHT,
+    PLAIN,
+    WIDTH,
+    N,
+    assert_rate,
+    assert_same,
+    coordinate_image,
+    crop_box,
+    hsv_hue,
+    torchvision_views,
+)
 
 pytest.importorskip("nvidia.dali")
 
@@ -32,20 +43,6 @@ from fastssl.data.engines.dali.pipeline import (
 )
 
 pytestmark = pytest.mark.dali
-
-N = 384  # samples per engine: 6 DALI batches of 64
-WIDTH, HEIGHT = 120, 100  # of the coordinate image (R = x and G = y must fit in uint8)
-BATCH = 64
-# Every random operation off; tests switch on the one they measure.
-PLAIN = ViewSpec(
-    crop_size=None,
-    hf_prob=0.0,
-    cj_prob=0.0,
-    gray_prob=0.0,
-    blur_prob=0.0,
-    normalize_mean=None,
-    normalize_std=None,
-)
 
 
 def _write(folder: Path, image: np.ndarray) -> Path:
@@ -65,71 +62,34 @@ def _dali(folder: Path, spec: ViewSpec, n: int = N, seed: int = 1, **kwargs: obj
     return np.concatenate(out)[:n] * 255.0
 
 
-def _torch(image: np.ndarray, spec: ViewSpec, n: int = N) -> np.ndarray:
-    torch.manual_seed(0)
-    view = spec.build_torchvision()
-    tensor = torch.from_numpy(image).permute(2, 0, 1).contiguous()
-    return torch.stack([view(tensor) for _ in range(n)]).numpy() * 255.0
-
-
 def _both(
     tmp_path: Path, image: np.ndarray, spec: ViewSpec, measure: Callable[[np.ndarray], np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray]:
     folder = _write(tmp_path / "img", image)
-    return measure(_dali(folder, spec)), measure(_torch(image, spec))
-
-
-def _assert_rate(values: np.ndarray, p: float, name: str) -> None:
-    n = len(values)
-    rate = float(np.mean(values))
-    bound = 4 * math.sqrt(p * (1 - p) / n) + 1e-9
-    assert abs(rate - p) <= bound, f"{name}: rate {rate:.3f}, expected {p} +- {bound:.3f}"
-
-
-def _assert_same(a: np.ndarray, b: np.ndarray, name: str) -> None:
-    p = stats.ks_2samp(a, b).pvalue
-    assert p > 1e-3, f"{name}: KS p={p:.2e}; DALI {np.percentile(a, [10, 50, 90])}, "
-    f"torch {np.percentile(b, [10, 50, 90])}"
-
-
-def _coordinate_image(width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:
-    """R = x, G = y, B = 128: a crop's box can be read back from its pixels."""
-    x = np.broadcast_to(np.arange(width, dtype=np.uint8)[None, :], (height, width))
-    y = np.broadcast_to(np.arange(height, dtype=np.uint8)[:, None], (height, width))
-    return np.stack([x, y, np.full_like(x, 128)], axis=-1).copy()
-
-
-def _crop_box(views: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Width, height (source pixels) and horizontal flip of every crop."""
-    size_h, size_w = views.shape[-2:]
-    # Pixel centers i + 0.5 of the output map linearly to the source: the first and last
-    # columns are (size - 1) / size of the crop's width apart.
-    dx = views[:, 0, :, -1].mean(1) - views[:, 0, :, 0].mean(1)
-    dy = views[:, 1, -1, :].mean(1) - views[:, 1, 0, :].mean(1)
-    return np.abs(dx) * size_w / (size_w - 1), dy * size_h / (size_h - 1), dx < 0
+    return measure(_dali(folder, spec)), measure(torchvision_views(image, spec))
 
 
 @pytest.mark.parametrize("roi_decode", [True, False])
 def test_crop_area_ratio_and_flip_match_torchvision(tmp_path: Path, roi_decode: bool) -> None:
-    image = _coordinate_image()
+    image = coordinate_image()
     spec = PLAIN.replace(crop_size=32, hf_prob=0.5)
     folder = _write(tmp_path / "img", image)
-    w_d, h_d, flip_d = _crop_box(_dali(folder, spec, roi_decode=roi_decode))
-    w_t, h_t, flip_t = _crop_box(_torch(image, spec))
+    w_d, h_d, flip_d = crop_box(_dali(folder, spec, roi_decode=roi_decode))
+    w_t, h_t, flip_t = crop_box(torchvision_views(image, spec))
     area = WIDTH * HEIGHT
-    _assert_same(w_d * h_d / area, w_t * h_t / area, "area fraction")
-    _assert_same(np.log(w_d / h_d), np.log(w_t / h_t), "log aspect ratio")
+    assert_same(w_d * h_d / area, w_t * h_t / area, "area fraction", engine="DALI")
+    assert_same(np.log(w_d / h_d), np.log(w_t / h_t), "log aspect ratio", engine="DALI")
     # The sampler's support: area in scale, ratio in [3/4, 4/3] (up to rounding).
     assert (w_d * h_d / area).min() > 0.06 and (w_d * h_d / area).max() < 1.03
     assert np.exp(np.abs(np.log(w_d / h_d))).max() < 4 / 3 * 1.1
-    _assert_rate(flip_d, 0.5, "DALI horizontal flip")
-    _assert_rate(flip_t, 0.5, "torch horizontal flip")
+    assert_rate(flip_d, 0.5, "DALI horizontal flip")
+    assert_rate(flip_t, 0.5, "torch horizontal flip")
 
 
 def test_narrow_scale_and_ratio_are_honoured(tmp_path: Path) -> None:
     spec = PLAIN.replace(crop_size=(24, 48), crop_scale=(0.3, 0.5), crop_ratio=(1.5, 2.0))
-    image = _coordinate_image()
-    w_d, h_d, _ = _both(tmp_path, image, spec, lambda v: np.stack(_crop_box(v)))[0]
+    image = coordinate_image()
+    w_d, h_d, _ = _both(tmp_path, image, spec, lambda v: np.stack(crop_box(v)))[0]
     area = w_d * h_d / (WIDTH * HEIGHT)
     assert area.min() > 0.27 and area.max() < 0.53
     assert (w_d / h_d).min() > 1.4 and (w_d / h_d).max() < 2.1
@@ -141,30 +101,30 @@ def test_vertical_flip_rate(tmp_path: Path) -> None:
     def flipped(views: np.ndarray) -> np.ndarray:
         return views[:, 1, 0, 0] > views[:, 1, -1, 0]  # G = y decreases downwards
 
-    dali, tv = _both(tmp_path, _coordinate_image(32, 24), spec, flipped)
-    _assert_rate(dali, 0.3, "DALI vertical flip")
-    _assert_rate(tv, 0.3, "torch vertical flip")
+    dali, tv = _both(tmp_path, coordinate_image(32, 24), spec, flipped)
+    assert_rate(dali, 0.3, "DALI vertical flip")
+    assert_rate(tv, 0.3, "torch vertical flip")
 
 
 def test_quarter_turn_equals_torchvision(tmp_path: Path) -> None:
-    image = _coordinate_image(64, 64)
+    image = coordinate_image(64, 64)
     spec = PLAIN.replace(rr_prob=1.0)
     dali = _dali(_write(tmp_path / "img", image), spec, n=4)
-    tv = _torch(image, spec, n=1)
+    tv = torchvision_views(image, spec, n=1)
     np.testing.assert_allclose(dali, np.broadcast_to(tv, dali.shape), atol=1e-3)
 
 
 def test_grayscale_rate_and_values(tmp_path: Path) -> None:
     spec = PLAIN.replace(gray_prob=0.3)
-    image = _coordinate_image(64, 48)
+    image = coordinate_image(64, 48)
 
     def gray(views: np.ndarray) -> np.ndarray:
         return np.ptp(views, axis=1).max(axis=(1, 2)) < 1.5
 
     folder = _write(tmp_path / "img", image)
-    dali, tv = _dali(folder, spec), _torch(image, spec)
-    _assert_rate(gray(dali), 0.3, "DALI grayscale")
-    _assert_rate(gray(tv), 0.3, "torch grayscale")
+    dali, tv = _dali(folder, spec), torchvision_views(image, spec)
+    assert_rate(gray(dali), 0.3, "DALI grayscale")
+    assert_rate(gray(tv), 0.3, "torch grayscale")
     # The gray level is the luma (0.299 R + 0.587 G + 0.114 B) in both engines.
     np.testing.assert_allclose(dali[gray(dali)][0], tv[gray(tv)][0], atol=1.01)
 
@@ -179,8 +139,8 @@ def test_solarization_rate(tmp_path: Path) -> None:
         return views[:, 0, 0, 0].round() == 55
 
     dali, tv = _both(tmp_path, image, spec, solarized)
-    _assert_rate(dali, 0.2, "DALI solarization")
-    _assert_rate(tv, 0.2, "torch solarization")
+    assert_rate(dali, 0.2, "DALI solarization")
+    assert_rate(tv, 0.2, "torch solarization")
 
 
 def test_blur_rate_and_sigma(tmp_path: Path) -> None:
@@ -194,11 +154,11 @@ def test_blur_rate_and_sigma(tmp_path: Path) -> None:
         return np.sqrt((profile * x**2).sum(1) / profile.sum(1))
 
     dali, tv = _both(tmp_path, image, spec, spread)
-    _assert_same(dali, tv, "blur spread")
+    assert_same(dali, tv, "blur spread", engine="DALI")
     # P(blurred with sigma > 0.6) = 0.5 * (2.0 - 0.6) / 1.9; the spread tracks sigma there.
     expected = 0.5 * 1.4 / 1.9
-    _assert_rate(dali > 0.6, expected, "DALI blur with sigma > 0.6")
-    _assert_rate(tv > 0.6, expected, "torch blur with sigma > 0.6")
+    assert_rate(dali > 0.6, expected, "DALI blur with sigma > 0.6")
+    assert_rate(tv > 0.6, expected, "torch blur with sigma > 0.6")
 
 
 def test_brightness_factor_distribution(tmp_path: Path) -> None:
@@ -209,10 +169,10 @@ def test_brightness_factor_distribution(tmp_path: Path) -> None:
         return views[:, 0, 0, 0] / 100.0
 
     dali, tv = _both(tmp_path, image, spec, factor)
-    _assert_rate(np.abs(dali - 1) > 0.006, 0.5, "DALI jitter probability")
-    _assert_rate(np.abs(tv - 1) > 0.006, 0.5, "torch jitter probability")
+    assert_rate(np.abs(dali - 1) > 0.006, 0.5, "DALI jitter probability")
+    assert_rate(np.abs(tv - 1) > 0.006, 0.5, "torch jitter probability")
     jittered_d, jittered_t = dali[np.abs(dali - 1) > 0.006], tv[np.abs(tv - 1) > 0.006]
-    _assert_same(jittered_d, jittered_t, "brightness factor")
+    assert_same(jittered_d, jittered_t, "brightness factor", engine="DALI")
     assert jittered_d.min() > 0.19 and jittered_d.max() < 1.81
 
 
@@ -226,7 +186,7 @@ def test_saturation_factor_distribution(tmp_path: Path) -> None:
         return (views[:, 0, 0, 0] - views[:, 2, 0, 0]) / 70.0
 
     dali, tv = _both(tmp_path, image, spec, factor)
-    _assert_same(dali, tv, "saturation factor")
+    assert_same(dali, tv, "saturation factor", engine="DALI")
 
 
 def test_contrast_factor_distribution(tmp_path: Path) -> None:
@@ -239,7 +199,7 @@ def test_contrast_factor_distribution(tmp_path: Path) -> None:
         return (views[:, 0, 7, 0] - views[:, 0, 0, 0]) / 40.0
 
     dali, tv = _both(tmp_path, image, spec, factor)
-    _assert_same(dali, tv, "contrast factor")
+    assert_same(dali, tv, "contrast factor", engine="DALI")
     assert dali.min() > 0.45 and dali.max() < 1.55
 
 
@@ -247,12 +207,6 @@ def _yiq_angle(rgb: np.ndarray) -> np.ndarray:
     i = 0.596 * rgb[..., 0] - 0.274 * rgb[..., 1] - 0.322 * rgb[..., 2]
     q = 0.211 * rgb[..., 0] - 0.523 * rgb[..., 1] + 0.312 * rgb[..., 2]
     return np.arctan2(q, i)
-
-
-def _hsv_hue(rgb: np.ndarray) -> np.ndarray:
-    import colorsys
-
-    return np.array([colorsys.rgb_to_hsv(*(c / 255.0))[0] for c in rgb])
 
 
 def test_hue_shift_is_uniform_in_each_engines_color_space(tmp_path: Path) -> None:
@@ -264,7 +218,7 @@ def test_hue_shift_is_uniform_in_each_engines_color_space(tmp_path: Path) -> Non
     image[...] = color
     dali, tv = _both(tmp_path, image, spec, lambda v: v[:, :, 0, 0])
     shift_d = (_yiq_angle(dali) - _yiq_angle(color)) / (2 * np.pi)
-    shift_t = _hsv_hue(tv) - _hsv_hue(color[None])[0]
+    shift_t = hsv_hue(tv) - hsv_hue(color[None])[0]
     shift_t = (shift_t + 0.5) % 1.0 - 0.5
     uniform = stats.uniform(loc=-0.1, scale=0.2).cdf
     # uint8 rounding moves small shifts by up to ~0.01 of the circle.
@@ -288,15 +242,15 @@ def test_jitter_orders_follow_a_uniform_permutation() -> None:
 
 
 def test_no_random_op_equals_torchvision_normalization(tmp_path: Path) -> None:
-    image = _coordinate_image(40, 30)
+    image = coordinate_image(40, 30)
     spec = PLAIN.replace(normalize_mean=(0.5, 0.4, 0.3), normalize_std=(0.2, 0.25, 0.3))
     dali = _dali(_write(tmp_path / "img", image), spec, n=2) / 255.0
-    tv = _torch(image, spec, n=1) / 255.0
+    tv = torchvision_views(image, spec, n=1) / 255.0
     np.testing.assert_allclose(dali, np.broadcast_to(tv, dali.shape), atol=1e-5)
 
 
 def test_multi_crop_shapes_dtype_and_seed(tmp_path: Path) -> None:
-    folder = _write(tmp_path / "img", _coordinate_image())
+    folder = _write(tmp_path / "img", coordinate_image())
     specs = [ViewSpec(crop_size=32)] * 2 + [
         ViewSpec(crop_size=(16, 24), crop_scale=(0.05, 0.4))
     ] * 3
@@ -313,7 +267,7 @@ def test_multi_crop_shapes_dtype_and_seed(tmp_path: Path) -> None:
 
 
 def test_bad_arguments_name_the_value(tmp_path: Path) -> None:
-    reader = folder_reader(_write(tmp_path / "img", _coordinate_image()))
+    reader = folder_reader(_write(tmp_path / "img", coordinate_image()))
     with pytest.raises(ValueError, match="device='gpu'"):
         build_pipeline(reader, [PLAIN], batch_size=2, device="gpu")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="shard_id=2, num_shards=2"):
