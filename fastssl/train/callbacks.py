@@ -49,6 +49,7 @@ from torch import nn
 
 from fastssl.eval.checkpoint import select_backbone
 from fastssl.eval.features import (
+    LabeledData,
     NonFiniteFeaturesError,
     class_mapping,
     eval_transform,
@@ -386,6 +387,27 @@ class ThroughputMonitor(pl.Callback):
         }
 
 
+def open_labeled_pair(
+    section: str, train: str, val: str, input_size: int
+) -> tuple[LabeledData, LabeledData, torch.Tensor]:
+    """The labeled ``train`` and ``val`` folders of an online evaluation (``section``:
+    ``knn`` or ``linear``, for the messages) with the evaluation transform, and the map of
+    ``val``'s classes onto ``train``'s. Opened when the callback is built, so that a
+    missing folder, a folder without classes or a val class that train lacks fails before
+    training rather than at the first epoch end.
+
+    Raises:
+        FileNotFoundError: If a folder does not exist, naming the recipe key.
+        ValueError: If a folder has no classes, or ``val`` has a class ``train`` lacks.
+    """
+    for name, folder in ((f"{section}.train", train), (f"{section}.val", val)):
+        if not Path(folder).is_dir():
+            raise FileNotFoundError(f"{name}={folder!r} is not a folder of labeled images")
+    transform = eval_transform(input_size)
+    train_data, val_data = open_labeled(train, transform), open_labeled(val, transform)
+    return train_data, val_data, class_mapping(train_data.classes, val_data)
+
+
 class OnlineKNN(pl.Callback):
     """Weighted-kNN top-1 accuracy of the backbone on labeled folders, at epoch ends.
 
@@ -416,18 +438,13 @@ class OnlineKNN(pl.Callback):
         batch_size: int = 256,
         num_workers: int = 0,
     ) -> None:
-        for name, folder in (("knn.train", train), ("knn.val", val)):
-            if not Path(folder).is_dir():
-                raise FileNotFoundError(f"{name}={folder!r} is not a folder of labeled images")
+        self._bank, self._queries, self._target_map = open_labeled_pair(
+            "knn", train, val, input_size
+        )
         self.k, self.t = k, t
         self.every_n_epochs = max(1, every_n_epochs)
         self.batch_size, self.num_workers = batch_size, num_workers
         self.last_top1: float | None = None
-        # Opened now, so a folder without classes, or a query class the bank lacks, fails
-        # before training rather than at the first epoch end.
-        transform = eval_transform(input_size)
-        self._bank, self._queries = open_labeled(train, transform), open_labeled(val, transform)
-        self._target_map = class_mapping(self._bank.classes, self._queries)
 
     def evaluate(self, pl_module: pl.LightningModule) -> float:
         """Top-1 kNN accuracy of ``pl_module.method``'s features, scored as ``fastssl eval
@@ -506,9 +523,6 @@ class OnlineLinearProbe(pl.Callback):
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:
-        for name, folder in (("linear.train", train), ("linear.val", val)):
-            if not Path(folder).is_dir():
-                raise FileNotFoundError(f"{name}={folder!r} is not a folder of labeled images")
         if lr <= 0 or batch_size < 1:
             raise ValueError(
                 f"linear.lr must be > 0 and linear.batch_size >= 1, got {lr} and {batch_size}"
@@ -517,11 +531,9 @@ class OnlineLinearProbe(pl.Callback):
         self.every_n_epochs = max(1, every_n_epochs)
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.last_top1: float | None = None
-        # Opened now, so that a folder without classes, or a val class that train lacks,
-        # fails before training rather than at the first epoch end.
-        transform = eval_transform(input_size)
-        self._train, self._val = open_labeled(train, transform), open_labeled(val, transform)
-        self._target_map = class_mapping(self._train.classes, self._val)
+        self._train, self._val, self._target_map = open_labeled_pair(
+            "linear", train, val, input_size
+        )
         self.num_classes = len(self._train.classes)
         self.probe: OnlineLinearClassifier | None = None
         self.optimizer: torch.optim.Optimizer | None = None
