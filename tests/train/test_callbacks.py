@@ -116,3 +116,17 @@ def test_online_probes_score_the_network_fastssl_eval_scores(method: str, networ
         other = (model.backbone if network == "ema" else model.ema_backbone()).eval()(images)
     torch.testing.assert_close(features, want)
     assert not torch.allclose(features, other.flatten(start_dim=1))
+
+
+@pytest.mark.parametrize("section", ["knn", "linear"])
+@pytest.mark.parametrize("missing", ["train", "val"])
+def test_online_evaluations_name_a_missing_folder(
+    section: str, missing: str, tmp_path: Path
+) -> None:
+    from fastssl.train.callbacks import OnlineKNN, OnlineLinearProbe
+
+    folder = make_folder(tmp_path / "images", n=4, size=8)
+    folders = {"train": str(folder), "val": str(folder), missing: str(tmp_path / "nowhere")}
+    callback = OnlineKNN if section == "knn" else OnlineLinearProbe
+    with pytest.raises(FileNotFoundError, match=rf"{section}\.{missing}=.*nowhere"):
+        callback(folders["train"], folders["val"], input_size=8)
