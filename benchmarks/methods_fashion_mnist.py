@@ -284,6 +284,17 @@ def score(
     row["collapse_std"], row["effective_rank"] = stats["std"], stats["effective_rank"]
 
 
+def recipe_command(method: str, data: Path, out: Path, args: argparse.Namespace) -> list[str]:
+    """``fastssl pretrain`` of ``method``'s small-image recipe on ``data``/train for
+    ``args.epochs`` (seed, loader workers from ``args``), into a fresh ``out``."""
+    return [
+        sys.executable, "-m", "fastssl", "pretrain", str(RECIPES / f"{method}.yaml"),
+        "--data", str(data / "train"), "--max-epochs", str(args.epochs),
+        "--seed", str(args.seed), "--out", str(out), "--num-workers", str(args.workers),
+        "--logger", "csv", "--resume", "never", "--overwrite",
+    ]  # fmt: skip
+
+
 def pretrain_method(method: str, data: Path, out: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Pretrains ``method`` by its recipe and scores it; the row of the table."""
     backbone = load_recipe(method)["method_kwargs"]["backbone"]
@@ -296,14 +307,8 @@ def pretrain_method(method: str, data: Path, out: Path, args: argparse.Namespace
         "judged_by": "linear_top1" if method in MASKED else "knn_top1",
         "random_baseline": baseline_name("random", backbone, baseline_wrapper(method, backbone)),
     }
-    command = [
-        sys.executable, "-m", "fastssl", "pretrain", str(RECIPES / f"{method}.yaml"),
-        "--data", str(data / "train"), "--max-epochs", str(args.epochs),
-        "--seed", str(args.seed), "--out", str(out), "--num-workers", str(args.workers),
-        "--logger", "csv", "--resume", "never", "--overwrite",
-    ]  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
-    row["wall_s"] = run(command, out / "pretrain.log")
+    row["wall_s"] = run(recipe_command(method, data, out, args), out / "pretrain.log")
     summary = json.loads((out / "summary.json").read_text())
     row.update(
         images_per_s=summary["images_per_s"],

@@ -57,6 +57,22 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
             "{out}",
         ],
     ),
+    # LightlySSL's own examples beside the recipes, same data and epochs: about an hour.
+    "lightly_examples_fashion_mnist": (
+        "lightly_examples_fashion_mnist.py",
+        [
+            "--methods",
+            "simclr",
+            "--epochs",
+            "1",
+            "--train",
+            "600",
+            "--test",
+            "100",
+            "--out",
+            "{out}",
+        ],
+    ),
 }
 
 

@@ -3,11 +3,8 @@ benchmark itself trains for hours; these check the pieces it is made of)."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -18,21 +15,9 @@ from fastssl.eval.checkpoint import select_backbone
 from fastssl.eval.features import pooled_features
 from fastssl.models.backbones import build_backbone
 from fastssl.train.checkpoint import load_method
+from tests._benchmarks import load_benchmark
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_benchmark() -> ModuleType:
-    path = ROOT / "benchmarks" / "methods_fashion_mnist.py"
-    spec = importlib.util.spec_from_file_location("methods_fashion_mnist", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_benchmark()
+bench = load_benchmark("methods_fashion_mnist")
 
 
 def _last_bn_weights(resnet: Any) -> list[torch.Tensor]:
@@ -50,6 +35,14 @@ def test_timm_zeroes_the_last_batchnorm_and_torchvision_init_does_not() -> None:
     conv = resnet.layer2[0].conv1
     fan_out = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
     assert float(conv.weight.detach().std()) == pytest.approx(math.sqrt(2 / fan_out), rel=0.05)
+
+
+def test_recipes_can_drop_timms_zeroed_residual_branches() -> None:
+    # pipelines/fashion_mnist/{simsiam,moco}.yaml: the backbone starts with every residual
+    # branch live (BatchNorm weight 1), as torchvision's ResNets do.
+    torch.manual_seed(0)
+    resnet: Any = build_backbone("timm:resnet18(zero_init_last=False)", 32)[0]
+    assert all(torch.all(w == 1) for w in _last_bn_weights(resnet))
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,375 @@
+"""LightlySSL 1.6.0's own example code against ``fastssl pretrain``'s small-image recipes:
+SimCLR, BYOL and DINO on Fashion-MNIST, same data, backbone family and epochs, in one run.
+
+* ``lightly example``: the training loop of LightlySSL's ``examples/pytorch/<method>.py``
+  as lightly 1.6.0 ships it (its heads, loss, optimizer, momentum schedule and batch
+  size), with three changes only: the images come from the prepared folder
+  (``LightlyDataset(input_dir=...)``), the views are made at 32 px (DINO's local crops at
+  16 px, as the fastssl recipe), and the epochs are ``--epochs``. Backbone: torchvision's
+  ResNet-18 with ``fc = Identity``, as in the examples. The script saves the backbone.
+* ``fastssl pretrain``: ``pipelines/fashion_mnist/<method>.yaml`` (``timm:resnet18``: the
+  same architecture, standard stem) for the same epochs.
+* ``random init``: torchvision's ResNet-18, seeded, untrained.
+
+Every backbone is then scored by one function (fastssl's evaluation transform, feature
+extraction and weighted kNN, k=200, t=0.1, the bank being the training images); the wall
+time of each training process is reported beside it (interpreter start-up included).
+
+Prints a Markdown table and writes the JSON to ``--out`` (default
+benchmarks/results/lightly_examples_fashion_mnist.json) and the table beside it (``.md``).
+
+Usage: python benchmarks/lightly_examples_fashion_mnist.py [--methods simclr,byol,dino]
+    [--epochs 10] [--train 10000] [--test 2000] [--data DIR] [--workers 2] [--seed 0]
+    [--out F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from fashion_mnist_accuracy import knn_top1  # noqa: E402
+from methods_fashion_mnist import recipe_command, run  # noqa: E402
+from pretrain_epoch import write_report  # noqa: E402
+
+from fastssl.eval.checkpoint import select_backbone  # noqa: E402
+from fastssl.train.checkpoint import load_method  # noqa: E402
+
+# What every example shares: arguments, seed, the torchvision backbone, and its
+# DataLoader over the folder (LightlyDataset, shuffled, drop_last, at the example's batch).
+EXAMPLE_HEAD = """
+import copy, sys, time
+import torch, torchvision
+from torch import nn
+from lightly.data import LightlyDataset
+from lightly.loss import DINOLoss, NegativeCosineSimilarity, NTXentLoss
+from lightly.models.modules import (
+    BYOLPredictionHead, BYOLProjectionHead, DINOProjectionHead, MoCoProjectionHead,
+    SimCLRProjectionHead, SimSiamPredictionHead, SimSiamProjectionHead,
+)
+from lightly.models.utils import deactivate_requires_grad, update_momentum
+from lightly.transforms import (
+    BYOLTransform, BYOLView1Transform, BYOLView2Transform, DINOTransform, MoCoV2Transform,
+    SimCLRTransform, SimSiamTransform,
+)
+from lightly.utils.scheduler import cosine_schedule
+
+folder, save_to = sys.argv[1], sys.argv[5]
+workers, epochs, seed = (int(arg) for arg in sys.argv[2:5])
+torch.manual_seed(seed)
+resnet = torchvision.models.resnet18()
+backbone = nn.Sequential(*list(resnet.children())[:-1])
+
+def make_loader(transform, batch_size):
+    dataset = LightlyDataset(input_dir=folder, transform=transform)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=workers
+    )
+"""
+
+# The loops of lightly's examples/pytorch/{simclr,byol,dino,simsiam,moco}.py (lightly 1.6.0).
+EXAMPLES: dict[str, str] = {
+    "simclr": """
+class SimCLR(nn.Module):
+    def __init__(self, backbone):
+        super().__init__()
+        self.backbone = backbone
+        self.projection_head = SimCLRProjectionHead(512, 512, 128)
+
+    def forward(self, x):
+        x = self.backbone(x).flatten(start_dim=1)
+        return self.projection_head(x)
+
+model = SimCLR(backbone)
+transform = SimCLRTransform(input_size=32, gaussian_blur=0.0)
+dataloader = make_loader(transform, batch_size=256)
+criterion = NTXentLoss()
+optimizer = torch.optim.SGD(model.parameters(), lr=0.06)
+for epoch in range(epochs):
+    for batch in dataloader:
+        x0, x1 = batch[0]
+        z0, z1 = model(x0), model(x1)
+        loss = criterion(z0, z1)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    print(f"epoch {epoch} loss {loss.item():.4f}", flush=True)
+torch.save(model.backbone.state_dict(), save_to)
+""",
+    "byol": """
+class BYOL(nn.Module):
+    def __init__(self, backbone):
+        super().__init__()
+        self.backbone = backbone
+        self.projection_head = BYOLProjectionHead(512, 1024, 256)
+        self.prediction_head = BYOLPredictionHead(256, 1024, 256)
+        self.backbone_momentum = copy.deepcopy(self.backbone)
+        self.projection_head_momentum = copy.deepcopy(self.projection_head)
+        deactivate_requires_grad(self.backbone_momentum)
+        deactivate_requires_grad(self.projection_head_momentum)
+
+    def forward(self, x):
+        y = self.backbone(x).flatten(start_dim=1)
+        return self.prediction_head(self.projection_head(y))
+
+    def forward_momentum(self, x):
+        y = self.backbone_momentum(x).flatten(start_dim=1)
+        return self.projection_head_momentum(y).detach()
+
+model = BYOL(backbone)
+transform = BYOLTransform(
+    view_1_transform=BYOLView1Transform(input_size=32, gaussian_blur=0.0),
+    view_2_transform=BYOLView2Transform(input_size=32, gaussian_blur=0.0),
+)
+dataloader = make_loader(transform, batch_size=256)
+criterion = NegativeCosineSimilarity()
+optimizer = torch.optim.SGD(model.parameters(), lr=0.06)
+for epoch in range(epochs):
+    momentum_val = cosine_schedule(epoch, epochs, 0.996, 1)
+    for batch in dataloader:
+        x0, x1 = batch[0]
+        update_momentum(model.backbone, model.backbone_momentum, m=momentum_val)
+        update_momentum(model.projection_head, model.projection_head_momentum, m=momentum_val)
+        p0, z0 = model(x0), model.forward_momentum(x0)
+        p1, z1 = model(x1), model.forward_momentum(x1)
+        loss = 0.5 * (criterion(p0, z1) + criterion(p1, z0))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    print(f"epoch {epoch} loss {loss.item():.4f}", flush=True)
+torch.save(model.backbone.state_dict(), save_to)
+""",
+    "dino": """
+class DINO(nn.Module):
+    def __init__(self, backbone, input_dim):
+        super().__init__()
+        self.student_backbone = backbone
+        self.student_head = DINOProjectionHead(input_dim, 512, 64, 2048, freeze_last_layer=1)
+        self.teacher_backbone = copy.deepcopy(backbone)
+        self.teacher_head = DINOProjectionHead(input_dim, 512, 64, 2048)
+        deactivate_requires_grad(self.teacher_backbone)
+        deactivate_requires_grad(self.teacher_head)
+
+    def forward(self, x):
+        y = self.student_backbone(x).flatten(start_dim=1)
+        return self.student_head(y)
+
+    def forward_teacher(self, x):
+        y = self.teacher_backbone(x).flatten(start_dim=1)
+        return self.teacher_head(y)
+
+model = DINO(backbone, 512)
+transform = DINOTransform(global_crop_size=32, local_crop_size=16)
+dataloader = make_loader(transform, batch_size=64)
+criterion = DINOLoss(output_dim=2048, warmup_teacher_temp_epochs=5)
+optimizer = torch.optim.Adam(model.parameters(), lr=0.001)
+for epoch in range(epochs):
+    momentum_val = cosine_schedule(epoch, epochs, 0.996, 1)
+    for batch in dataloader:
+        views = batch[0]
+        update_momentum(model.student_backbone, model.teacher_backbone, m=momentum_val)
+        update_momentum(model.student_head, model.teacher_head, m=momentum_val)
+        global_views = views[:2]
+        teacher_out = [model.forward_teacher(view) for view in global_views]
+        student_out = [model.forward(view) for view in views]
+        loss = criterion(teacher_out, student_out, epoch=epoch)
+        loss.backward()
+        model.student_head.cancel_last_layer_gradients(current_epoch=epoch)
+        optimizer.step()
+        optimizer.zero_grad()
+    print(f"epoch {epoch} loss {loss.item():.4f}", flush=True)
+torch.save(model.student_backbone.state_dict(), save_to)
+""",
+    "simsiam": """
+class SimSiam(nn.Module):
+    def __init__(self, backbone):
+        super().__init__()
+        self.backbone = backbone
+        self.projection_head = SimSiamProjectionHead(512, 512, 128)
+        self.prediction_head = SimSiamPredictionHead(128, 64, 128)
+
+    def forward(self, x):
+        f = self.backbone(x).flatten(start_dim=1)
+        z = self.projection_head(f)
+        p = self.prediction_head(z)
+        return z.detach(), p
+
+model = SimSiam(backbone)
+transform = SimSiamTransform(input_size=32)
+dataloader = make_loader(transform, batch_size=256)
+criterion = NegativeCosineSimilarity()
+optimizer = torch.optim.SGD(model.parameters(), lr=0.06)
+for epoch in range(epochs):
+    for batch in dataloader:
+        x0, x1 = batch[0]
+        z0, p0 = model(x0)
+        z1, p1 = model(x1)
+        loss = 0.5 * (criterion(z0, p1) + criterion(z1, p0))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    print(f"epoch {epoch} loss {loss.item():.4f}", flush=True)
+torch.save(model.backbone.state_dict(), save_to)
+""",
+    "moco": """
+class MoCo(nn.Module):
+    def __init__(self, backbone):
+        super().__init__()
+        self.backbone = backbone
+        self.projection_head = MoCoProjectionHead(512, 512, 128)
+        self.backbone_momentum = copy.deepcopy(self.backbone)
+        self.projection_head_momentum = copy.deepcopy(self.projection_head)
+        deactivate_requires_grad(self.backbone_momentum)
+        deactivate_requires_grad(self.projection_head_momentum)
+
+    def forward(self, x):
+        query = self.backbone(x).flatten(start_dim=1)
+        return self.projection_head(query)
+
+    def forward_momentum(self, x):
+        key = self.backbone_momentum(x).flatten(start_dim=1)
+        return self.projection_head_momentum(key).detach()
+
+model = MoCo(backbone)
+transform = MoCoV2Transform(input_size=32)
+dataloader = make_loader(transform, batch_size=256)
+criterion = NTXentLoss(memory_bank_size=(4096, 128))
+optimizer = torch.optim.SGD(model.parameters(), lr=0.06)
+for epoch in range(epochs):
+    momentum_val = cosine_schedule(epoch, epochs, 0.996, 1)
+    for batch in dataloader:
+        x_query, x_key = batch[0]
+        update_momentum(model.backbone, model.backbone_momentum, m=momentum_val)
+        update_momentum(model.projection_head, model.projection_head_momentum, m=momentum_val)
+        query = model(x_query)
+        key = model.forward_momentum(x_key)
+        loss = criterion(query, key)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    print(f"epoch {epoch} loss {loss.item():.4f}", flush=True)
+torch.save(model.backbone.state_dict(), save_to)
+""",
+}
+
+
+def torchvision_resnet18(weights: Path | None = None, seed: int = 0) -> nn.Module:
+    """torchvision's ResNet-18 as the examples build it (``children()[:-1]``), seeded,
+    with the saved ``weights`` if given."""
+    torch.manual_seed(seed)
+    resnet = torchvision.models.resnet18()
+    network = nn.Sequential(*list(resnet.children())[:-1], nn.Flatten(1))
+    if weights is not None:
+        network.load_state_dict(torch.load(weights, weights_only=True), strict=True)
+    return network
+
+
+def lightly_example(
+    method: str, data: Path, work: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Runs lightly's example for ``method``; its row."""
+    weights = work / f"lightly-{method}.pt"
+    program = textwrap.dedent(EXAMPLE_HEAD) + textwrap.dedent(EXAMPLES[method])
+    command = [
+        sys.executable, "-c", program, str(data / "train"), str(args.workers),
+        str(args.epochs), str(args.seed), str(weights),
+    ]  # fmt: skip
+    wall = run(command, work / f"lightly-{method}.log")
+    network = torchvision_resnet18(weights)
+    return {"knn_top1": knn_top1(network, data), "wall_s": wall}
+
+
+def fastssl_recipe(method: str, data: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Runs ``fastssl pretrain`` with the method's small-image recipe; its row."""
+    out = work / f"fastssl-{method}"
+    out.mkdir(parents=True, exist_ok=True)
+    wall = run(recipe_command(method, data, out, args), out / "pretrain.log")
+    network, _ = select_backbone(load_method(out / "last.ckpt"))
+    return {"knn_top1": knn_top1(network, data), "wall_s": wall}
+
+
+def markdown(rows: dict[str, dict[str, Any]]) -> str:
+    """The rows as a Markdown table (with fastssl's speed-up over the example)."""
+    lines = ["| run | kNN top-1 | wall s | speed-up |", "|---|---|---|---|"]
+    for name, row in rows.items():
+        wall = row.get("wall_s")
+        lines.append(
+            f"| {name} | {row['knn_top1']:.4f} | {'' if wall is None else f'{wall:.0f}'} "
+            f"| {row.get('speedup', '')} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--methods", default="simclr,byol,dino", help=f"comma-separated, of {', '.join(EXAMPLES)}"
+    )
+    parser.add_argument("--epochs", type=int, default=10, help="epochs of every run (10)")
+    parser.add_argument("--train", type=int, default=10_000, help="training images (10,000)")
+    parser.add_argument("--test", type=int, default=2_000, help="test images (2,000)")
+    parser.add_argument("--data", default=None, help="a prepared folder with train/ and test/")
+    parser.add_argument("--workers", type=int, default=2, help="loader workers (2)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every run (0)")
+    parser.add_argument(
+        "--out", default=str(ROOT / "benchmarks/results/lightly_examples_fashion_mnist.json")
+    )
+    args = parser.parse_args()
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(methods) - set(EXAMPLES))
+    if unknown:
+        parser.error(f"--methods: no lightly example for {unknown}; choose from {sorted(EXAMPLES)}")
+    rows: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="fastssl-lightly-examples-") as tmp:
+        work = Path(tmp)
+        data = Path(args.data) if args.data else work / "fashion-mnist"
+        if args.data is None:
+            command = [
+                sys.executable, str(ROOT / "tools" / "prepare_fashion_mnist.py"), str(data),
+                "--train", str(args.train), "--test", str(args.test), "--first",
+            ]  # fmt: skip
+            subprocess.run(command, check=True, capture_output=True)
+        load_before = os.getloadavg()
+        for method in methods:
+            print(f"== {method}", flush=True)
+            peer = rows[f"{method}: lightly 1.6 example"] = lightly_example(
+                method, data, work, args
+            )
+            ours = rows[f"{method}: fastssl recipe"] = fastssl_recipe(method, data, work, args)
+            ours["speedup"] = f"{peer['wall_s'] / ours['wall_s']:.2f}x"
+            print(f"   lightly {peer}\n   fastssl {ours}", flush=True)
+        rows["random init (torchvision ResNet-18)"] = {
+            "knn_top1": knn_top1(torchvision_resnet18(seed=args.seed), data)
+        }
+        load_after = os.getloadavg()
+    setup = {
+        "methods": methods,
+        "epochs": args.epochs,
+        "data": args.data or f"first {args.train} / {args.test} Fashion-MNIST images",
+        "input_size": 32,
+        "backbone": "ResNet-18, standard stem (lightly: torchvision; fastssl: timm:resnet18)",
+        "eval": "weighted kNN k=200 t=0.1 on the test images, one function for every row",
+        "seed": args.seed,
+    }
+    write_report(args.out, setup, rows, (load_before, load_after))
+    table = markdown(rows)
+    Path(args.out).with_suffix(".md").write_text(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
