@@ -1,12 +1,14 @@
 """LightlySSL 1.6.0's own example code against ``fastssl pretrain``'s small-image recipes:
-SimCLR, BYOL and DINO on Fashion-MNIST, same data, backbone family and epochs, in one run.
+SimCLR, BYOL and DINO (the issue's three; SimSiam and MoCo on request) on Fashion-MNIST,
+same data, backbone family and epochs, in one run.
 
 * ``lightly example``: the training loop of LightlySSL's ``examples/pytorch/<method>.py``
   as lightly 1.6.0 ships it (its heads, loss, optimizer, momentum schedule and batch
   size), with three changes only: the images come from the prepared folder
   (``LightlyDataset(input_dir=...)``), the views are made at 32 px (DINO's local crops at
   16 px, as the fastssl recipe), and the epochs are ``--epochs``. Backbone: torchvision's
-  ResNet-18 with ``fc = Identity``, as in the examples. The script saves the backbone.
+  ResNet-18 without its classifier (``children()[:-1]``), as in the examples, which the
+  script saves at the end.
 * ``fastssl pretrain``: ``pipelines/fashion_mnist/<method>.yaml`` (``timm:resnet18``: the
   same architecture, standard stem) for the same epochs.
 * ``random init``: torchvision's ResNet-18, seeded, untrained.
@@ -18,7 +20,8 @@ time of each training process is reported beside it (interpreter start-up includ
 Prints a Markdown table and writes the JSON to ``--out`` (default
 benchmarks/results/lightly_examples_fashion_mnist.json) and the table beside it (``.md``).
 
-Usage: python benchmarks/lightly_examples_fashion_mnist.py [--methods simclr,byol,dino]
+Usage: python benchmarks/lightly_examples_fashion_mnist.py
+    [--methods simclr,byol,dino[,simsiam,moco]]
     [--epochs 10] [--train 10000] [--test 2000] [--data DIR] [--workers 2] [--seed 0]
     [--out F]
 """
@@ -52,7 +55,7 @@ from fastssl.train.checkpoint import load_method  # noqa: E402
 # What every example shares: arguments, seed, the torchvision backbone, and its
 # DataLoader over the folder (LightlyDataset, shuffled, drop_last, at the example's batch).
 EXAMPLE_HEAD = """
-import copy, sys, time
+import copy, sys
 import torch, torchvision
 from torch import nn
 from lightly.data import LightlyDataset
