@@ -128,7 +128,25 @@ def non_finite_tensors(module: nn.Module) -> list[str]:
     return names or ["(a tensor on another process)"]
 
 
-class LastCheckpoint(pl.Callback):
+class _OptimizerSteps:
+    """Tells a callback, at each batch end, whether the optimizer stepped since the previous
+    batch end (with gradient accumulation most batches only accumulate)."""
+
+    #: The trainer's global step at the previous batch end (or at the start of training).
+    _batch_end_step: int = 0
+
+    def _track_steps_from(self, trainer: pl.Trainer) -> None:
+        """Counts from the trainer's current step (a resumed run's is not 0)."""
+        self._batch_end_step = int(trainer.global_step)
+
+    def _optimizer_stepped(self, trainer: pl.Trainer) -> bool:
+        """Whether this batch ended with an optimizer step; call once per batch end."""
+        step = int(trainer.global_step)
+        stepped, self._batch_end_step = step != self._batch_end_step, step
+        return stepped
+
+
+class LastCheckpoint(_OptimizerSteps, pl.Callback):
     """Writes ``dirpath/last.ckpt`` every ``every_n_steps`` steps and when training ends.
 
     A checkpoint is written only when every parameter and buffer is finite; otherwise the
@@ -157,7 +175,6 @@ class LastCheckpoint(pl.Callback):
         self.check_every_n_steps = check_every_n_steps
         self.last_saved_step = -1
         self._checked_step = -1
-        self._batch_end_step = 0  # global step at the previous batch end
 
     @property
     def last_path(self) -> Path:
@@ -213,7 +230,7 @@ class LastCheckpoint(pl.Callback):
         # A resumed run starts at the checkpoint's step: a run with nothing left to train
         # (already finished) must not rewrite it.
         self.last_saved_step = int(trainer.global_step) if trainer.global_step > 0 else -1
-        self._batch_end_step = int(trainer.global_step)
+        self._track_steps_from(trainer)
 
     def on_train_batch_end(
         self,
@@ -224,8 +241,7 @@ class LastCheckpoint(pl.Callback):
         batch_idx: int,
     ) -> None:
         step = int(trainer.global_step)
-        stepped, self._batch_end_step = step != self._batch_end_step, step
-        if not stepped:  # the batch was accumulated into the next optimizer step
+        if not self._optimizer_stepped(trainer):  # accumulated into the next step
             return
         every = self.check_every_n_steps
         if every is None:
@@ -298,7 +314,7 @@ class ResumableCSVLogger(CSVLogger):
         return self._experiment
 
 
-class ThroughputMonitor(pl.Callback):
+class ThroughputMonitor(_OptimizerSteps, pl.Callback):
     """Logs ``perf/images_per_s``, ``perf/data_wait_fraction`` and ``perf/step_time_s``.
 
     Measured between consecutive ends of training batches; the wait is the time the
@@ -322,7 +338,6 @@ class ThroughputMonitor(pl.Callback):
         self.images = 0
         # The window since the last logged step: [batches, images, seconds, waited seconds].
         self._window = [0, 0, 0.0, 0.0]
-        self._batch_end_step = 0  # global step at the previous batch end
 
     def _wait(self, pl_module: pl.LightningModule) -> float:
         loader = getattr(pl_module, "loader", None)
@@ -333,7 +348,7 @@ class ThroughputMonitor(pl.Callback):
         # Waits already counted (e.g. the prefetch of the first batch) belong to the run.
         self.start_wait = self._last_wait = 0.0
         self._window = [0, 0, 0.0, 0.0]
-        self._batch_end_step = int(trainer.global_step)
+        self._track_steps_from(trainer)
 
     def on_train_batch_end(
         self,
@@ -345,6 +360,8 @@ class ThroughputMonitor(pl.Callback):
     ) -> None:
         now = time.perf_counter()
         wait = self._wait(pl_module)
+        # Lightning writes step logs only on batches that end with an optimizer step.
+        stepped = self._optimizer_stepped(trainer)
         images = int(batch[0][0].shape[0]) * trainer.world_size
         self.steps += 1
         self.images += images
@@ -356,8 +373,6 @@ class ThroughputMonitor(pl.Callback):
             window[3] += max(wait - self._last_wait, 0.0)
             # Set by Lightning's logger connector (not a declared attribute).
             every = int(getattr(trainer, "log_every_n_steps", 1))
-            # Lightning writes step logs only on batches that end with an optimizer step.
-            stepped = trainer.global_step != self._batch_end_step
             logged = every > 0 and (trainer.global_step % every == 0 or trainer.should_stop)
             if stepped and logged:
                 batches, seen, seconds, waited = window
@@ -373,7 +388,6 @@ class ThroughputMonitor(pl.Callback):
                 )
                 self._window = [0, 0, 0.0, 0.0]
         self._last_time, self._last_wait = now, wait
-        self._batch_end_step = int(trainer.global_step)
 
     def totals(self, pl_module: pl.LightningModule) -> dict[str, float]:
         """Images/s, data-wait fraction and wall seconds of the training loop so far."""
@@ -687,7 +701,7 @@ def first_image_view(views: Any) -> torch.Tensor | None:
     return None
 
 
-class CollapseMonitor(pl.Callback):
+class CollapseMonitor(_OptimizerSteps, pl.Callback):
     """Logs ``collapse/std`` and ``collapse/effective_rank`` of the backbone's features of a
     training batch, so that a collapse shows while training rather than after.
 
@@ -723,10 +737,9 @@ class CollapseMonitor(pl.Callback):
         self.every_n_steps = every_n_steps
         self.last: dict[str, float] = {}
         self.last_step = -1
-        self._batch_end_step = 0  # global step at the previous batch end
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._batch_end_step = int(trainer.global_step)
+        self._track_steps_from(trainer)
 
     @staticmethod
     def _is_last_step(trainer: pl.Trainer) -> bool:
@@ -761,8 +774,9 @@ class CollapseMonitor(pl.Callback):
         batch_idx: int,
     ) -> None:
         step = int(trainer.global_step)
-        stepped, self._batch_end_step = step != self._batch_end_step, step
-        if not stepped or not trainer.is_global_zero or not self.due(trainer):
+        if not self._optimizer_stepped(trainer):
+            return
+        if not trainer.is_global_zero or not self.due(trainer):
             return
         images = first_image_view(batch[0])
         if images is None:
