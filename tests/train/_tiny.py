@@ -19,10 +19,21 @@ from torch import Tensor, nn
 
 from fastssl.loss.ntx_ent_loss import NTXentLoss
 from fastssl.methods.base import Method, OptimizerDefaults, StepInfo
+from fastssl.train.config import PretrainConfig, apply_overrides
 from fastssl.transforms.multi_view_transform import MultiViewTransform, ViewTransform
 from fastssl.transforms.view_spec import ViewSpec
 
 TINY = "tests.train._tiny:TinyMethod"
+
+
+def tiny_config(data: Path, out: Path, *overrides: str) -> PretrainConfig:
+    """A recipe of :class:`TinyMethod` on ``data`` at 8 px on the CPU (no loader workers, a
+    log line every step) writing to ``out``; ``overrides`` (``key=value``) come last."""
+    base = [
+        f"method={TINY}", f"data.path={data}", "data.input_size=8", "data.num_workers=0",
+        "trainer.accelerator=cpu", "trainer.log_every_n_steps=1", f"trainer.out={out}",
+    ]  # fmt: skip
+    return apply_overrides(PretrainConfig(), [*base, *overrides])
 
 
 class TinyMethod(Method):

@@ -18,11 +18,11 @@ from fastssl.cli import main
 from fastssl.methods.base import StepInfo
 from fastssl.train.checkpoint import method_state_dict, read_checkpoint
 from fastssl.train.cli import add_arguments, flag_values
-from fastssl.train.config import PretrainConfig, apply_overrides
+from fastssl.train.config import PretrainConfig
 from fastssl.train.engine import build_trainer, pretrain
 from fastssl.train.module import PretrainModule
 from fastssl.train.optim import scaled_lr
-from tests.train._tiny import TINY, TinyMethod, make_folder
+from tests.train._tiny import TINY, TinyMethod, make_folder, tiny_config
 
 PER_SAMPLE = f"{__name__}:PerSampleMethod"
 
@@ -55,12 +55,9 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _config(data: Path, out: Path, *overrides: str) -> PretrainConfig:
-    base = [
-        f"method={TINY}", f"data.path={data}", "data.input_size=8", "data.batch_size=8",
-        "data.num_workers=0", "trainer.accelerator=cpu", "trainer.max_epochs=2",
-        "trainer.log_every_n_steps=1", "trainer.logger=csv", f"trainer.out={out}",
-    ]  # fmt: skip
-    return apply_overrides(PretrainConfig(), [*base, *overrides])
+    return tiny_config(
+        data, out, "data.batch_size=8", "trainer.max_epochs=2", "trainer.logger=csv", *overrides
+    )
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:

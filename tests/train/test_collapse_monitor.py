@@ -12,10 +12,10 @@ import torch
 
 from fastssl.train.callbacks import CollapseMonitor, detached_features, first_image_view
 from fastssl.train.checkpoint import method_state_dict, read_checkpoint
-from fastssl.train.config import PretrainConfig, apply_overrides
+from fastssl.train.config import PretrainConfig
 from fastssl.train.engine import build_trainer, pretrain
 from fastssl.utils.collapse import collapse_statistics
-from tests.train._tiny import TINY, TinyMethod, make_folder
+from tests.train._tiny import TinyMethod, make_folder, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -24,12 +24,9 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _config(data: Path, out: Path, *overrides: str) -> PretrainConfig:
-    base = [
-        f"method={TINY}", f"data.path={data}", "data.input_size=8", "data.batch_size=4",
-        "data.num_workers=0", "trainer.accelerator=cpu", "trainer.max_epochs=3",
-        "trainer.log_every_n_steps=1", "trainer.logger=csv", f"trainer.out={out}",
-    ]  # fmt: skip
-    return apply_overrides(PretrainConfig(), [*base, *overrides])
+    return tiny_config(
+        data, out, "data.batch_size=4", "trainer.max_epochs=3", "trainer.logger=csv", *overrides
+    )
 
 
 def _rows(out: Path) -> list[dict[str, str]]:

@@ -26,7 +26,7 @@ from fastssl.train.engine import (
 )
 from fastssl.train.module import NonFiniteLossError
 from fastssl.transforms.simclr_transform import SimCLRTransform
-from tests.train._tiny import TINY, TinyMethod, make_folder
+from tests.train._tiny import TINY, TinyMethod, make_folder, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -35,18 +35,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _config(data: Path, out: Path, *overrides: str) -> PretrainConfig:
-    base = [
-        f"method={TINY}",
-        f"data.path={data}",
-        "data.input_size=8",
-        "data.batch_size=8",
-        "data.num_workers=0",
-        "trainer.accelerator=cpu",
-        "trainer.max_epochs=2",
-        "trainer.log_every_n_steps=1",
-        f"trainer.out={out}",
-    ]
-    return apply_overrides(PretrainConfig(), [*base, *overrides])
+    return tiny_config(data, out, "data.batch_size=8", "trainer.max_epochs=2", *overrides)
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:

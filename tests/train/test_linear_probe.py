@@ -13,9 +13,9 @@ from PIL import Image
 
 from fastssl.train.callbacks import OnlineLinearProbe
 from fastssl.train.checkpoint import method_state_dict, read_checkpoint
-from fastssl.train.config import PretrainConfig, apply_overrides
+from fastssl.train.config import PretrainConfig
 from fastssl.train.engine import pretrain
-from tests.train._tiny import TINY, TinyMethod, make_folder
+from tests.train._tiny import TinyMethod, make_folder, tiny_config
 
 
 def make_separable(root: Path, n: int = 24, size: int = 12, seed: int = 0) -> Path:
@@ -42,12 +42,9 @@ def labeled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def _config(data: Path, out: Path, *overrides: str) -> PretrainConfig:
-    base = [
-        f"method={TINY}", f"data.path={data}", "data.input_size=8", "data.batch_size=4",
-        "data.num_workers=0", "trainer.accelerator=cpu", "trainer.max_epochs=3",
-        "trainer.log_every_n_steps=1", "trainer.logger=csv", f"trainer.out={out}",
-    ]  # fmt: skip
-    return apply_overrides(PretrainConfig(), [*base, *overrides])
+    return tiny_config(
+        data, out, "data.batch_size=4", "trainer.max_epochs=3", "trainer.logger=csv", *overrides
+    )
 
 
 def _probe_args(labeled: tuple[Path, Path]) -> list[str]:

@@ -16,7 +16,7 @@ from fastssl.train import engine
 from fastssl.train.cli import add_arguments, flag_values
 from fastssl.train.config import ConfigError, PretrainConfig, apply_overrides
 from fastssl.train.engine import pretrain
-from tests.train._tiny import TINY, make_folder
+from tests.train._tiny import TINY, make_folder, tiny_config
 
 HAS_WANDB = importlib.util.find_spec("wandb") is not None
 
@@ -39,12 +39,7 @@ def wandb_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _config(data: Path, out: Path, *overrides: str) -> PretrainConfig:
-    base = [
-        f"method={TINY}", f"data.path={data}", "data.input_size=8", "data.batch_size=8",
-        "data.num_workers=0", "trainer.accelerator=cpu", "trainer.max_epochs=2",
-        "trainer.log_every_n_steps=1", f"trainer.out={out}",
-    ]  # fmt: skip
-    return apply_overrides(PretrainConfig(), [*base, *overrides])
+    return tiny_config(data, out, "data.batch_size=8", "trainer.max_epochs=2", *overrides)
 
 
 def _losses(out: Path) -> list[float]:
