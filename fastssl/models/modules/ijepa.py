@@ -21,14 +21,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torchvision.models import vision_transformer
-from torchvision.models.vision_transformer import ConvStemConfig
 
 from fastssl.models._utils.positional import get_2d_sine_cosine_positional_embedding
 from fastssl.models._utils.tokens import apply_masks, repeat_interleave_batch
-from fastssl.models.modules.masked_vision_transformer import _layer_norm_eps6, _prepend_token
-from fastssl.models.modules.masked_vision_transformer_torchvision import _resize_grid_pos_embed
-
-_Masks = Tensor | list[Tensor]
+from fastssl.models.modules._token_keeping_vit import (
+    TokenKeepingBackbone,
+    TokenKeepingEncoder,
+    _Masks,
+)
+from fastssl.models.modules.masked_vision_transformer import _layer_norm_eps6
 
 
 def _as_list(masks: _Masks | None, name: str) -> list[Tensor]:
@@ -207,7 +208,7 @@ class IJEPAPredictor(vision_transformer.Encoder):
         )
 
 
-class IJEPAEncoder(vision_transformer.Encoder):
+class IJEPAEncoder(TokenKeepingEncoder):
     """Transformer encoder of I-JEPA [0] that encodes only the tokens of a block (or blocks).
 
     A torchvision ``Encoder`` with its learned positional embedding (bicubically resized for
@@ -237,78 +238,13 @@ class IJEPAEncoder(vision_transformer.Encoder):
         torch.Size([2, 3, 16])
     """
 
-    def __init__(
-        self,
-        seq_length: int,
-        num_layers: int,
-        num_heads: int,
-        hidden_dim: int,
-        mlp_dim: int,
-        dropout: float,
-        attention_dropout: float,
-        norm_layer: Callable[..., nn.Module] = _layer_norm_eps6,
-    ) -> None:
-        super().__init__(
-            seq_length=seq_length,
-            num_layers=num_layers,
-            num_heads=num_heads,
-            hidden_dim=hidden_dim,
-            mlp_dim=mlp_dim,
-            dropout=dropout,
-            attention_dropout=attention_dropout,
-            norm_layer=norm_layer,
-        )
-
     @classmethod
     def from_vit_encoder(cls, vit_encoder: vision_transformer.Encoder) -> IJEPAEncoder:
         """An encoder sharing the positions, dropout, blocks and norm of a torchvision one."""
-        encoder = cls(
-            seq_length=1,
-            num_layers=0,  # the blocks are replaced below
-            num_heads=1,
-            hidden_dim=1,
-            mlp_dim=1,
-            dropout=0,
-            attention_dropout=0,
-        )
-        encoder.pos_embedding = vit_encoder.pos_embedding
-        encoder.dropout = vit_encoder.dropout
-        encoder.layers = vit_encoder.layers
-        encoder.ln = vit_encoder.ln
-        return encoder
-
-    def forward(self, input: Tensor, idx_keep: _Masks | None = None) -> Tensor:
-        """Adds positions, keeps the tokens at ``idx_keep`` and encodes them.
-
-        Args:
-            input: Tokens (B, N, hidden_dim), class token first.
-            idx_keep: Token indices (B, K) to encode, or a list of them (see
-                :func:`~fastssl.models.utils.apply_masks`); None encodes every token.
-
-        Returns:
-            Tensor of shape (B, N, hidden_dim) or (len(idx_keep) * B, K, hidden_dim).
-        """
-        input = input + self.interpolate_pos_encoding(input)
-        if idx_keep is not None:
-            input = apply_masks(input, idx_keep)
-        out: Tensor = self.ln(self.layers(self.dropout(input)))
-        return out
-
-    def interpolate_pos_encoding(self, input: Tensor) -> Tensor:
-        """Positional embedding for (B, 1 + num_patches, D) tokens of a square image.
-
-        The patch positions are resized bicubically (no antialiasing, as in LightlySSL and
-        MSN) when the image has another number of patches than the embedding.
-        """
-        return _resize_grid_pos_embed(
-            self.pos_embedding,
-            num_patches=input.shape[1] - 1,
-            num_prefix_tokens=1,
-            antialias=False,
-        )
+        return cls._sharing(vit_encoder)
 
 
-class IJEPABackbone(vision_transformer.VisionTransformer):
+class IJEPABackbone(TokenKeepingBackbone):
     """ViT backbone of I-JEPA [0]: images -> tokens of the kept blocks.
 
     A torchvision ``VisionTransformer`` whose encoder is an :class:`IJEPAEncoder`. As in
@@ -343,93 +279,17 @@ class IJEPABackbone(vision_transformer.VisionTransformer):
         torch.Size([2, 17, 16])
     """
 
-    def __init__(
-        self,
-        image_size: int,
-        patch_size: int,
-        num_layers: int,
-        num_heads: int,
-        hidden_dim: int,
-        mlp_dim: int,
-        dropout: float = 0,
-        attention_dropout: float = 0,
-        num_classes: int = 1000,
-        representation_size: int | None = None,
-        norm_layer: Callable[..., nn.Module] = _layer_norm_eps6,
-        conv_stem_configs: list[ConvStemConfig] | None = None,
-    ) -> None:
-        super().__init__(
-            image_size=image_size,
-            patch_size=patch_size,
-            num_layers=num_layers,
-            num_heads=num_heads,
-            hidden_dim=hidden_dim,
-            mlp_dim=mlp_dim,
-            dropout=dropout,
-            attention_dropout=attention_dropout,
-            num_classes=num_classes,
-            representation_size=representation_size,
-            norm_layer=norm_layer,
-            conv_stem_configs=conv_stem_configs,
-        )
-        self.encoder = IJEPAEncoder(
-            seq_length=self.seq_length,
-            num_layers=num_layers,
-            num_heads=num_heads,
-            hidden_dim=hidden_dim,
-            mlp_dim=mlp_dim,
-            dropout=dropout,
-            attention_dropout=attention_dropout,
-            norm_layer=norm_layer,
-        )
+    encoder_class = IJEPAEncoder
 
     @classmethod
     def from_vit(cls, vit: vision_transformer.VisionTransformer) -> IJEPABackbone:
         """A backbone sharing the modules (patch projection, class token, encoder, head) of
         a torchvision ViT."""
-        backbone = cls(
-            image_size=vit.image_size,
-            patch_size=vit.patch_size,
-            num_layers=0,  # the encoder is replaced below
-            num_heads=1,
-            hidden_dim=vit.hidden_dim,
-            mlp_dim=vit.mlp_dim,
-            dropout=vit.dropout,
-            attention_dropout=vit.attention_dropout,
-            num_classes=vit.num_classes,
-            representation_size=vit.representation_size,
-            norm_layer=vit.norm_layer,
-        )
-        backbone.conv_proj = vit.conv_proj
-        backbone.class_token = vit.class_token
-        backbone.seq_length = vit.seq_length
-        backbone.heads = vit.heads
-        backbone.encoder = IJEPAEncoder.from_vit_encoder(vit.encoder)
-        return backbone
+        return cls._sharing(vit, IJEPAEncoder.from_vit_encoder(vit.encoder))
 
     def forward(self, images: Tensor, idx_keep: _Masks | None = None) -> Tensor:
         """Encoded tokens of ``images``; see :meth:`encode`."""
         return self.encode(images, idx_keep)
-
-    def encode(self, images: Tensor, idx_keep: _Masks | None = None) -> Tensor:
-        """Encoded class and patch tokens of the images, or of the kept tokens only.
-
-        Args:
-            images: Tensor of shape (B, C, image_size, image_size).
-            idx_keep: Token indices (B, K) to encode (0 is the class token), or a list.
-
-        Returns:
-            Tensor of shape (B, 1 + num_patches, hidden_dim) or
-            (len(idx_keep) * B, K, hidden_dim).
-        """
-        tokens = self.images_to_tokens(images, prepend_class_token=True)
-        out: Tensor = self.encoder(tokens, idx_keep)
-        return out
-
-    def images_to_tokens(self, images: Tensor, prepend_class_token: bool) -> Tensor:
-        """(B, C, H, W) -> patch tokens (B, [1 +] num_patches, hidden_dim)."""
-        tokens = self.conv_proj(images).flatten(2).transpose(1, 2)
-        return _prepend_token(tokens, self.class_token) if prepend_class_token else tokens
 
 
 __all__ = ["IJEPABackbone", "IJEPAEncoder", "IJEPAPredictor"]

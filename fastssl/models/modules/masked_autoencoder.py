@@ -9,28 +9,25 @@ original MAE modules (and their parameter names) for code written against them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 from torch import Tensor, nn
 from torchvision.models import vision_transformer
-from torchvision.models.vision_transformer import ConvStemConfig
 
+from fastssl.models.modules._token_keeping_vit import TokenKeepingBackbone, TokenKeepingEncoder
 from fastssl.models.modules.masked_vision_transformer import (
-    _get_at_index,
     _init_sincos_pos_embed,
     _layer_norm_eps6,
-    _prepend_token,
 )
-from fastssl.models.modules.masked_vision_transformer_torchvision import (
-    _resize_grid_pos_embed,
-    _xavier_linear_layers,
-)
+from fastssl.models.modules.masked_vision_transformer_torchvision import _xavier_linear_layers
 
 
-class MAEEncoder(vision_transformer.Encoder):
+class MAEEncoder(TokenKeepingEncoder):
     """Transformer encoder of MAE [0] that can drop tokens before the blocks.
 
     A torchvision ``Encoder`` whose positional embedding is the fixed 2D sine-cosine code
-    (class token position zero) and whose linear layers are xavier-initialized.
+    (class token position zero) and whose linear layers are xavier-initialized; ``forward``
+    adds the positions, keeps the tokens at ``idx_keep`` and encodes them.
 
     - [0]: MAE, 2022, https://arxiv.org/abs/2111.06377
 
@@ -91,58 +88,17 @@ class MAEEncoder(vision_transformer.Encoder):
         Returns:
             A MAEEncoder whose layers, norm, dropout and positions are those of ``vit_encoder``.
         """
-        seq_length, hidden_dim = vit_encoder.pos_embedding.shape[1:]
-        # A layer-less shell: its own modules are replaced right away, so building a full-size
-        # encoder first (and initializing it) would only cost time and memory.
-        encoder = cls(
-            seq_length=seq_length,
-            num_layers=0,
-            num_heads=1,
-            hidden_dim=hidden_dim,
-            mlp_dim=1,
-            dropout=0.0,
-            attention_dropout=0.0,
-        )
-        encoder.pos_embedding = vit_encoder.pos_embedding
-        encoder.dropout = vit_encoder.dropout
-        encoder.layers = vit_encoder.layers
-        encoder.ln = vit_encoder.ln
+        encoder = cls._sharing(vit_encoder)
         if initialize_weights:
             encoder._initialize_weights()
         return encoder
-
-    def forward(self, input: Tensor, idx_keep: Tensor | None = None) -> Tensor:
-        """Adds positions, keeps the tokens at ``idx_keep`` (B, K) and encodes them.
-
-        Args:
-            input: Tokens with shape (B, N, hidden_dim), class token first.
-            idx_keep: Indices in [0, N) of the tokens to encode, shape (B, K).
-
-        Returns:
-            Tensor with shape (B, N or K, hidden_dim).
-        """
-        input = input + self.interpolate_pos_encoding(input)
-        if idx_keep is not None:
-            input = _get_at_index(input, idx_keep)
-        out: Tensor = self.ln(self.layers(self.dropout(input)))
-        return out
-
-    def interpolate_pos_encoding(self, input: Tensor) -> Tensor:
-        """Positional embedding for (B, 1 + num_patches, D) tokens of a square image."""
-        # No antialiasing here, as in lightly's MAEEncoder.
-        return _resize_grid_pos_embed(
-            self.pos_embedding,
-            num_patches=input.shape[1] - 1,
-            num_prefix_tokens=1,
-            antialias=False,
-        )
 
     def _initialize_weights(self) -> None:
         _init_sincos_pos_embed(self.pos_embedding, num_prefix_tokens=1)
         _xavier_linear_layers(self)
 
 
-class MAEBackbone(vision_transformer.VisionTransformer):
+class MAEBackbone(TokenKeepingBackbone):
     """Backbone of MAE [0]: a torchvision ViT whose encoder is a ``MAEEncoder``.
 
     - [0]: MAE, 2022, https://arxiv.org/abs/2111.06377
@@ -174,45 +130,7 @@ class MAEBackbone(vision_transformer.VisionTransformer):
         torch.Size([2, 32])
     """
 
-    def __init__(
-        self,
-        image_size: int,
-        patch_size: int,
-        num_layers: int,
-        num_heads: int,
-        hidden_dim: int,
-        mlp_dim: int,
-        dropout: float = 0,
-        attention_dropout: float = 0,
-        num_classes: int = 1000,
-        representation_size: int | None = None,
-        norm_layer: Callable[..., nn.Module] = _layer_norm_eps6,
-        conv_stem_configs: list[ConvStemConfig] | None = None,
-    ) -> None:
-        super().__init__(
-            image_size=image_size,
-            patch_size=patch_size,
-            num_layers=num_layers,
-            num_heads=num_heads,
-            hidden_dim=hidden_dim,
-            mlp_dim=mlp_dim,
-            dropout=dropout,
-            attention_dropout=attention_dropout,
-            num_classes=num_classes,
-            representation_size=representation_size,
-            norm_layer=norm_layer,
-            conv_stem_configs=conv_stem_configs,
-        )
-        self.encoder = MAEEncoder(
-            seq_length=self.seq_length,
-            num_layers=num_layers,
-            num_heads=num_heads,
-            hidden_dim=hidden_dim,
-            mlp_dim=mlp_dim,
-            dropout=dropout,
-            attention_dropout=attention_dropout,
-            norm_layer=norm_layer,
-        )
+    encoder_class = MAEEncoder
 
     @classmethod
     def from_vit(
@@ -227,27 +145,8 @@ class MAEBackbone(vision_transformer.VisionTransformer):
         Returns:
             A MAEBackbone with the architecture and modules of ``vit``.
         """
-        backbone = cls(
-            image_size=vit.image_size,
-            patch_size=vit.patch_size,
-            num_layers=0,  # the encoder is replaced below
-            num_heads=1,
-            hidden_dim=vit.hidden_dim,
-            mlp_dim=vit.mlp_dim,
-            dropout=vit.dropout,
-            attention_dropout=vit.attention_dropout,
-            num_classes=vit.num_classes,
-            representation_size=vit.representation_size,
-            norm_layer=vit.norm_layer,
-        )
-        backbone.conv_proj = vit.conv_proj
-        backbone.class_token = vit.class_token
-        backbone.seq_length = vit.seq_length
-        backbone.heads = vit.heads
-        backbone.encoder = MAEEncoder.from_vit_encoder(
-            vit.encoder, initialize_weights=initialize_weights
-        )
-        return backbone
+        encoder = MAEEncoder.from_vit_encoder(vit.encoder, initialize_weights=initialize_weights)
+        return cls._sharing(vit, encoder)
 
     def forward(self, images: Tensor, idx_keep: Tensor | None = None) -> Tensor:
         """Returns the encoded class token, shape (B, hidden_dim).
@@ -258,24 +157,12 @@ class MAEBackbone(vision_transformer.VisionTransformer):
         """
         return self.encode(images, idx_keep)[:, 0]
 
-    def encode(self, images: Tensor, idx_keep: Tensor | None = None) -> Tensor:
-        """Returns the encoded tokens, shape (B, N', hidden_dim), class token first."""
-        out: Tensor = self.encoder(
-            self.images_to_tokens(images, prepend_class_token=True), idx_keep
-        )
-        return out
-
-    def images_to_tokens(self, images: Tensor, prepend_class_token: bool) -> Tensor:
-        """(B, C, H, W) -> (B, [1 +] num_patches, hidden_dim) patch tokens."""
-        tokens = self.conv_proj(images).flatten(2).transpose(1, 2)
-        return _prepend_token(tokens, self.class_token) if prepend_class_token else tokens
-
     def _initialize_weights(self) -> None:
         # MAE treats the patch embedding as a linear layer on flattened patches.
         weight = self.conv_proj.weight.data
         nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
         nn.init.normal_(self.class_token, std=0.02)
-        self.encoder._initialize_weights()
+        cast(MAEEncoder, self.encoder)._initialize_weights()
         _xavier_linear_layers(self)
 
 
