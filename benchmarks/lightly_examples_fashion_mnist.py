@@ -1,14 +1,14 @@
 """LightlySSL 1.6.0's own example code against ``fastssl pretrain``'s small-image recipes:
-SimCLR, BYOL and DINO (the issue's three; SimSiam and MoCo on request) on Fashion-MNIST,
-same data, backbone family and epochs, in one run.
+SimCLR, BYOL and DINO (the issue's three; SimSiam, MoCo, SwaV and TiCo on request) on
+Fashion-MNIST, same data, backbone family and epochs, in one run.
 
 * ``lightly example``: the training loop of LightlySSL's ``examples/pytorch/<method>.py``
   as lightly 1.6.0 ships it (its heads, loss, optimizer, momentum schedule and batch
   size), with three changes only: the images come from the prepared folder
-  (``LightlyDataset(input_dir=...)``), the views are made at 32 px (DINO's local crops at
-  16 px, as the fastssl recipe), and the epochs are ``--epochs``. Backbone: torchvision's
-  ResNet-18 without its classifier (``children()[:-1]``), as in the examples, which the
-  script saves at the end.
+  (``LightlyDataset(input_dir=...)``), the views are made at 32 px (DINO's and SwaV's
+  local crops at 16 px, as the fastssl recipes), and the epochs are ``--epochs``.
+  Backbone: torchvision's ResNet-18 without its classifier (``children()[:-1]``), as in
+  the examples, which the script saves at the end.
 * ``fastssl pretrain``: ``pipelines/fashion_mnist/<method>.yaml`` (``timm:resnet18``: the
   same architecture, standard stem) for the same epochs.
 * ``random init``: torchvision's ResNet-18, seeded, untrained.
@@ -21,7 +21,7 @@ Prints a Markdown table and writes the JSON to ``--out`` (default
 benchmarks/results/lightly_examples_fashion_mnist.json) and the table beside it (``.md``).
 
 Usage: python benchmarks/lightly_examples_fashion_mnist.py
-    [--methods simclr,byol,dino[,simsiam,moco]]
+    [--methods simclr,byol,dino[,simsiam,moco,swav,tico]]
     [--epochs 10] [--train 10000] [--test 2000] [--data DIR] [--workers 2] [--seed 0]
     [--out F]
 """
@@ -59,15 +59,17 @@ import copy, sys
 import torch, torchvision
 from torch import nn
 from lightly.data import LightlyDataset
-from lightly.loss import DINOLoss, NegativeCosineSimilarity, NTXentLoss
+from lightly.loss import DINOLoss, NegativeCosineSimilarity, NTXentLoss, SwaVLoss, TiCoLoss
 from lightly.models.modules import (
     BYOLPredictionHead, BYOLProjectionHead, DINOProjectionHead, MoCoProjectionHead,
-    SimCLRProjectionHead, SimSiamPredictionHead, SimSiamProjectionHead,
+    SimCLRProjectionHead, SimSiamPredictionHead, SimSiamProjectionHead, SwaVProjectionHead,
+    SwaVPrototypes,
 )
+from lightly.models.modules.heads import TiCoProjectionHead
 from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.transforms import (
     BYOLTransform, BYOLView1Transform, BYOLView2Transform, DINOTransform, MoCoV2Transform,
-    SimCLRTransform, SimSiamTransform,
+    SimCLRTransform, SimSiamTransform, SwaVTransform, TiCoTransform, TiCoView1Transform,
 )
 from lightly.utils.scheduler import cosine_schedule
 
@@ -84,7 +86,8 @@ def make_loader(transform, batch_size):
     )
 """
 
-# The loops of lightly's examples/pytorch/{simclr,byol,dino,simsiam,moco}.py (lightly 1.6.0).
+# The loops of lightly's examples/pytorch/{simclr,byol,dino,simsiam,moco,swav,tico}.py
+# (lightly 1.6.0).
 EXAMPLES: dict[str, str] = {
     "simclr": """
 class SimCLR(nn.Module):
@@ -261,6 +264,78 @@ for epoch in range(epochs):
         query = model(x_query)
         key = model.forward_momentum(x_key)
         loss = criterion(query, key)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    print(f"epoch {epoch} loss {loss.item():.4f}", flush=True)
+torch.save(model.backbone.state_dict(), save_to)
+""",
+    "swav": """
+class SwaV(nn.Module):
+    def __init__(self, backbone):
+        super().__init__()
+        self.backbone = backbone
+        self.projection_head = SwaVProjectionHead(512, 512, 128)
+        self.prototypes = SwaVPrototypes(128, n_prototypes=512)
+
+    def forward(self, x):
+        x = self.backbone(x).flatten(start_dim=1)
+        x = self.projection_head(x)
+        x = nn.functional.normalize(x, dim=1, p=2)
+        return self.prototypes(x)
+
+model = SwaV(backbone)
+transform = SwaVTransform(crop_sizes=(32, 16))
+dataloader = make_loader(transform, batch_size=128)
+criterion = SwaVLoss()
+optimizer = torch.optim.Adam(model.parameters(), lr=0.001)
+for epoch in range(epochs):
+    for batch in dataloader:
+        model.prototypes.normalize()
+        multi_crop_features = [model(x) for x in batch[0]]
+        loss = criterion(multi_crop_features[:2], multi_crop_features[2:])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    print(f"epoch {epoch} loss {loss.item():.4f}", flush=True)
+torch.save(model.backbone.state_dict(), save_to)
+""",
+    "tico": """
+class TiCo(nn.Module):
+    def __init__(self, backbone):
+        super().__init__()
+        self.backbone = backbone
+        self.projection_head = TiCoProjectionHead(512, 1024, 256)
+        self.backbone_momentum = copy.deepcopy(self.backbone)
+        self.projection_head_momentum = copy.deepcopy(self.projection_head)
+        deactivate_requires_grad(self.backbone_momentum)
+        deactivate_requires_grad(self.projection_head_momentum)
+
+    def forward(self, x):
+        y = self.backbone(x).flatten(start_dim=1)
+        return self.projection_head(y)
+
+    def forward_momentum(self, x):
+        y = self.backbone_momentum(x).flatten(start_dim=1)
+        return self.projection_head_momentum(y).detach()
+
+model = TiCo(backbone)
+transform = TiCoTransform(
+    view_1_transform=TiCoView1Transform(input_size=32, gaussian_blur=0.0),
+    view_2_transform=TiCoView1Transform(input_size=32, gaussian_blur=0.0),
+)
+dataloader = make_loader(transform, batch_size=256)
+criterion = TiCoLoss()
+optimizer = torch.optim.SGD(model.parameters(), lr=0.06)
+for epoch in range(epochs):
+    momentum_val = cosine_schedule(epoch, epochs, 0.996, 1)
+    for batch in dataloader:
+        x0, x1 = batch[0]
+        update_momentum(model.backbone, model.backbone_momentum, m=momentum_val)
+        update_momentum(model.projection_head, model.projection_head_momentum, m=momentum_val)
+        z0 = model(x0)
+        z1 = model.forward_momentum(x1)
+        loss = criterion(z0, z1)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
