@@ -80,7 +80,7 @@ def test_markdown_lists_every_row() -> None:
 def test_unknown_method_is_refused(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(sys, "argv", ["bench", "--methods", "simclr,swav"])
+    monkeypatch.setattr(sys, "argv", ["bench", "--methods", "simclr,smog"])
     with pytest.raises(SystemExit):
         bench.main()
-    assert "no lightly example for ['swav']" in capsys.readouterr().err
+    assert "no lightly example for ['smog']" in capsys.readouterr().err
