@@ -69,6 +69,11 @@ class TokenKeepingEncoder(vision_transformer.Encoder):
             attention_dropout=attention_dropout,
             norm_layer=norm_layer,
         )
+        self._initialize_weights()
+
+    def _initialize_weights(self) -> None:
+        """Initialises the new encoder; torchvision's initialisation stays here, subclasses
+        (MAE's) replace it."""
 
     @classmethod
     def _sharing(cls: type[_E], vit_encoder: vision_transformer.Encoder) -> _E:

@@ -52,29 +52,6 @@ class MAEEncoder(TokenKeepingEncoder):
         torch.Size([2, 2, 32])
     """
 
-    def __init__(
-        self,
-        seq_length: int,
-        num_layers: int,
-        num_heads: int,
-        hidden_dim: int,
-        mlp_dim: int,
-        dropout: float,
-        attention_dropout: float,
-        norm_layer: Callable[..., nn.Module] = _layer_norm_eps6,
-    ) -> None:
-        super().__init__(
-            seq_length=seq_length,
-            num_layers=num_layers,
-            num_heads=num_heads,
-            hidden_dim=hidden_dim,
-            mlp_dim=mlp_dim,
-            dropout=dropout,
-            attention_dropout=attention_dropout,
-            norm_layer=norm_layer,
-        )
-        self._initialize_weights()
-
     @classmethod
     def from_vit_encoder(
         cls, vit_encoder: vision_transformer.Encoder, initialize_weights: bool = True
