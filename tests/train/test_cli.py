@@ -34,6 +34,9 @@ METHODS = [
 #: Smaller heads for the 2-step CPU runs (the backbone is shrunk for every method).
 TINY_HEADS: dict[str, list[str]] = {
     "aim": ["head_hidden_dim=32", "head_num_blocks=1"],
+    # 8192-wide projectors write 1.2 GB checkpoints: two steps need no such width.
+    "barlowtwins": ["hidden_dim=64", "output_dim=64"],
+    "vicreg": ["hidden_dim=64", "output_dim=64"],
     # A 2 x 2 patch grid at 32 px: one-patch blocks, so min_keep 0.
     "ijepa": [
         "predictor_embed_dim=24",

@@ -36,6 +36,9 @@ FFCV_RECIPES = {
 #: Smaller heads for the 2-step CPU runs (as tests/train/test_cli.py).
 TINY_HEADS: dict[str, list[str]] = {
     "aim": ["head_hidden_dim=32", "head_num_blocks=1"],
+    # 8192-wide projectors write 1.2 GB checkpoints: two steps need no such width.
+    "barlowtwins": ["hidden_dim=64", "output_dim=64"],
+    "vicreg": ["hidden_dim=64", "output_dim=64"],
     "mae": ["decoder_dim=32", "decoder_depth=1", "decoder_num_heads=2"],
     "msn": ["hidden_dim=32", "output_dim=16", "n_prototypes=8", "focal_views=2"],
     "pmsn": ["hidden_dim=32", "output_dim=16", "n_prototypes=8", "focal_views=2"],
