@@ -18,12 +18,13 @@ command:
 * ``random``: the backbone, seeded and untrained, scored through the features the methods
   give it (a plain CNN: pooled features, as the dense methods' trunks; a ViT in MAE's
   masked wrapper: its class token, or its patch average when the backbone says
-  ``global_pool=avg``; AIM's prefix-causal ViT, which has no class token, a baseline of its
-  own). A ResNet is initialised as torchvision initialises its ResNets (Kaiming-normal
-  convolutions, BatchNorm weight 1 and bias 0, no zeroed residual branch): timm
-  zero-initialises the last BatchNorm of every block, which scores far below (0.257
-  against 0.726 in benchmarks/fashion_mnist.md). A ViT keeps timm's initialisation
-  (truncated normal 0.02, no zeroed branch), the standard one.
+  ``global_pool=avg``; AIM's prefix-causal ViT and I-JEPA's encoder, which have no class
+  token and pool their patches, baselines of their own: I-JEPA's with its own
+  initialisation and sine-cosine positions). A ResNet is initialised as torchvision
+  initialises its ResNets (Kaiming-normal convolutions, BatchNorm weight 1 and bias 0, no
+  zeroed residual branch): timm zero-initialises the last BatchNorm of every block, which
+  scores far below (0.257 against 0.726 in benchmarks/fashion_mnist.md). A ViT keeps
+  timm's initialisation (truncated normal 0.02, no zeroed branch), the standard one.
 * ``supervised``: the same backbone trained with the labels for the same epochs by
   ``benchmarks/fashion_mnist_supervised.py`` (ResNets: SGD lr 0.1; ViTs: AdamW lr 1e-3,
   weight decay 0.05, as the ViT recipes).
@@ -151,9 +152,11 @@ def torchvision_init_(module: nn.Module) -> nn.Module:
 #: The method a baseline's backbone is wrapped in for ``fastssl eval``, with small heads
 #: (the heads are not scored): SimCLR's plain backbone for CNNs, MAE's masked ViT for ViTs
 #: (its features are the ViT's own: the class token, or the patch average when the
-#: backbone says ``global_pool=avg``). AIM's prefix-causal ViT pools its patch tokens and
-#: has no class token: a network of its own, whose random initialisation is a baseline of
-#: its own (:func:`baseline_wrapper`).
+#: backbone says ``global_pool=avg``). AIM's prefix-causal ViT and I-JEPA's encoder (its
+#: own initialisation, sine-cosine positions, no class token) pool their patch tokens:
+#: networks of their own, whose random initialisations are baselines of their own
+#: (:func:`baseline_wrapper`).
+OWN_NETWORKS = ("aim", "ijepa")
 WRAPPER_KWARGS: dict[str, dict[str, Any]] = {
     "simclr": {"hidden_dim": 512, "output_dim": 128},
     "mae": {"decoder_dim": 64, "decoder_depth": 1, "decoder_num_heads": 2},
@@ -166,10 +169,10 @@ def canonical_wrapper(backbone: str) -> str:
 
 
 def baseline_wrapper(method: str, backbone: str) -> str:
-    """The wrapper whose scored network is ``method``'s at initialisation: AIM's own, else
-    :func:`canonical_wrapper` (the dense methods' trunks and every masked ViT wrapper give
-    the plain backbone's features)."""
-    return "aim" if method == "aim" else canonical_wrapper(backbone)
+    """The wrapper whose scored network is ``method``'s at initialisation: AIM's and
+    I-JEPA's own (:data:`OWN_NETWORKS`), else :func:`canonical_wrapper` (the dense methods'
+    trunks and the other masked ViT wrappers give the plain backbone's features)."""
+    return method if method in OWN_NETWORKS else canonical_wrapper(backbone)
 
 
 def wrapper_kwargs(wrapper: str, backbone: str) -> dict[str, Any]:
@@ -209,7 +212,8 @@ def save_checkpoint(model: Method, wrapper: str, backbone: str, path: Path) -> P
 
 def random_init_checkpoint(wrapper: str, backbone: str, seed: int, path: Path) -> Path:
     """A checkpoint whose scored network is ``backbone`` at random initialisation:
-    timm's for ViTs, torchvision's for every other backbone (see the module docstring)."""
+    as the wrapper builds a ViT (timm's initialisation; I-JEPA's own for its network),
+    torchvision's for every other backbone (see the module docstring)."""
     model = build_wrapper(wrapper, backbone, seed)
     if not is_vit(backbone):
         torch.manual_seed(seed)

@@ -67,16 +67,29 @@ VIT = "timm:vit_tiny_patch16_224(patch_size=4, depth=6)"
         ("simclr", "timm:resnet18", "simclr"),
         ("densecl", "resnet18", "simclr"),  # the dense trunk pools the same features
         ("mae", VIT, "mae"),
-        ("ijepa", VIT, "mae"),
+        ("simmim", VIT, "mae"),
         ("aim", VIT, "aim"),  # a prefix-causal ViT: a network of its own
+        ("ijepa", VIT, "ijepa"),  # patch average, its own init and positions
     ],
 )
 def test_baseline_wrapper(method: str, backbone: str, wrapper: str) -> None:
     assert bench.baseline_wrapper(method, backbone) == wrapper
     name = bench.baseline_name("random", backbone, wrapper)
-    assert name.startswith(f"random ({backbone}") and ("aim's network" in name) is (
-        wrapper == "aim"
-    )
+    own = wrapper in ("aim", "ijepa")
+    assert name.startswith(f"random ({backbone}") and (f"{wrapper}'s network" in name) is own
+
+
+def test_ijepa_baseline_is_ijepas_network_at_initialisation(tmp_path: Path) -> None:
+    # The class-token ViT's features are not I-JEPA's patch average: a baseline of its own.
+    path = bench.random_init_checkpoint("ijepa", VIT, 0, tmp_path / "random.ckpt")
+    model = load_method(path)
+    network = select_backbone(model)[0].eval()
+    plain = select_backbone(bench.build_wrapper("mae", VIT, 0))[0].eval()
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        features = pooled_features(network(images))
+        torch.testing.assert_close(features, model.target_backbone(images))
+        assert not torch.allclose(features, pooled_features(plain(images)), atol=1e-3)
 
 
 @pytest.mark.parametrize("backbone", ["timm:resnet18", "resnet18"])
@@ -96,7 +109,7 @@ def test_random_init_checkpoint_is_read_by_fastssl_eval(backbone: str, tmp_path:
         assert torch.equal(value, again.state_dict()[key]), key
 
 
-@pytest.mark.parametrize("wrapper", ["mae", "aim"])
+@pytest.mark.parametrize("wrapper", ["mae", "aim", "ijepa"])
 def test_vit_random_init_keeps_timms_initialisation(wrapper: str, tmp_path: Path) -> None:
     path = bench.random_init_checkpoint(wrapper, VIT, 0, tmp_path / "random.ckpt")
     model = load_method(path)
