@@ -110,7 +110,7 @@ def test_random_init_checkpoint_is_read_by_fastssl_eval(backbone: str, tmp_path:
 
 
 @pytest.mark.parametrize("wrapper", ["mae", "aim", "ijepa"])
-def test_vit_random_init_keeps_timms_initialisation(wrapper: str, tmp_path: Path) -> None:
+def test_vit_random_init_is_the_wrappers_own_seeded_one(wrapper: str, tmp_path: Path) -> None:
     path = bench.random_init_checkpoint(wrapper, VIT, 0, tmp_path / "random.ckpt")
     model = load_method(path)
     assert model.name == wrapper
