@@ -152,15 +152,17 @@ def torchvision_init_(module: nn.Module) -> nn.Module:
 #: The method a baseline's backbone is wrapped in for ``fastssl eval``, with small heads
 #: (the heads are not scored): SimCLR's plain backbone for CNNs, MAE's masked ViT for ViTs
 #: (its features are the ViT's own: the class token, or the patch average when the
-#: backbone says ``global_pool=avg``). AIM's prefix-causal ViT and I-JEPA's encoder (its
-#: own initialisation, sine-cosine positions, no class token) pool their patch tokens:
-#: networks of their own, whose random initialisations are baselines of their own
-#: (:func:`baseline_wrapper`).
-OWN_NETWORKS = ("aim", "ijepa")
+#: backbone says ``global_pool=avg``).
 WRAPPER_KWARGS: dict[str, dict[str, Any]] = {
     "simclr": {"hidden_dim": 512, "output_dim": 128},
     "mae": {"decoder_dim": 64, "decoder_depth": 1, "decoder_num_heads": 2},
 }
+
+#: Methods whose scored network is one of their own, so that their random initialisation
+#: is a baseline of its own (:func:`baseline_wrapper`): AIM's prefix-causal ViT and
+#: I-JEPA's encoder (its own initialisation, sine-cosine positions, no class token) pool
+#: their patch tokens.
+OWN_NETWORKS = ("aim", "ijepa")
 
 
 def canonical_wrapper(backbone: str) -> str:
