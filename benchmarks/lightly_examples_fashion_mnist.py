@@ -1,6 +1,6 @@
 """LightlySSL 1.6.0's own example code against ``fastssl pretrain``'s small-image recipes:
-SimCLR, BYOL and DINO (the issue's three; SimSiam, MoCo, SwaV and TiCo on request) on
-Fashion-MNIST, same data, backbone family and epochs, in one run.
+SimCLR, BYOL and DINO (the issue's three; SimSiam, MoCo, SwaV, TiCo, SMoG and CAPI on
+request) on Fashion-MNIST, same data, backbone family and epochs, in one run.
 
 * ``lightly example``: the training loop of LightlySSL's ``examples/pytorch/<method>.py``
   as lightly 1.6.0 ships it (its heads, loss, optimizer, momentum schedule and batch
@@ -8,20 +8,24 @@ Fashion-MNIST, same data, backbone family and epochs, in one run.
   (``LightlyDataset(input_dir=...)``), the views are made at 32 px (DINO's and SwaV's
   local crops at 16 px, as the fastssl recipes), and the epochs are ``--epochs``.
   Backbone: torchvision's ResNet-18 without its classifier (``children()[:-1]``), as in
-  the examples, which the script saves at the end.
+  the examples, which the script saves at the end; CAPI's: the ViT of fastssl's recipe
+  (:data:`VIT_EXAMPLES`), whose EMA teacher it saves.
 * ``fastssl pretrain``: ``pipelines/fashion_mnist/<method>.yaml`` (``timm:resnet18``: the
   same architecture, standard stem) for the same epochs.
-* ``random init``: torchvision's ResNet-18, seeded, untrained.
+* ``random init``: torchvision's ResNet-18, seeded, untrained (for CAPI: the recipe's ViT
+  as benchmarks/methods_fashion_mnist.py initialises its random baseline).
 
-Every backbone is then scored by one function (fastssl's evaluation transform, feature
-extraction and weighted kNN, k=200, t=0.1, the bank being the training images); the wall
-time of each training process is reported beside it (interpreter start-up included).
+Every ResNet is then scored by one function (fastssl's evaluation transform, feature
+extraction and weighted kNN, k=200, t=0.1, the bank being the training images); CAPI's
+rows, masked-image ones judged by the linear probe, as benchmarks/methods_fashion_mnist.py
+scores its rows (``fastssl eval knn linear --no-augment``). The wall time of each training
+process is reported beside it (interpreter start-up included).
 
 Prints a Markdown table and writes the JSON to ``--out`` (default
 benchmarks/results/lightly_examples_fashion_mnist.json) and the table beside it (``.md``).
 
 Usage: python benchmarks/lightly_examples_fashion_mnist.py
-    [--methods simclr,byol,dino[,simsiam,moco,swav,tico]]
+    [--methods simclr,byol,dino[,simsiam,moco,swav,tico,smog,capi]]
     [--epochs 10] [--train 10000] [--test 2000] [--data DIR] [--workers 2] [--seed 0]
     [--out F]
 """
@@ -46,7 +50,16 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from fashion_mnist_accuracy import knn_top1  # noqa: E402
-from methods_fashion_mnist import recipe_command, run  # noqa: E402
+from methods_fashion_mnist import (  # noqa: E402
+    backbone_checkpoint,
+    baseline_wrapper,
+    load_recipe,
+    random_init_checkpoint,
+    recipe_command,
+    run,
+    score,
+    scored_network,
+)
 from pretrain_epoch import write_report  # noqa: E402
 
 from fastssl.eval.checkpoint import select_backbone  # noqa: E402
@@ -86,7 +99,8 @@ def make_loader(transform, batch_size):
     )
 """
 
-# The loops of lightly's examples/pytorch/{simclr,byol,dino,simsiam,moco,swav,tico}.py
+# The loops of lightly's examples/pytorch/{simclr,byol,dino,simsiam,moco,swav,tico,capi}.py and
+# LightlySSL's ImageNette benchmark's SMoG model
 # (lightly 1.6.0).
 EXAMPLES: dict[str, str] = {
     "simclr": """
@@ -342,7 +356,200 @@ for epoch in range(epochs):
     print(f"epoch {epoch} loss {loss.item():.4f}", flush=True)
 torch.save(model.backbone.state_dict(), save_to)
 """,
+    # SMoG: examples/pytorch/smog.py does not run as lightly 1.6.0 ships it (it calls
+    # SMoGModel without n_groups, uses batch_idx and self outside their scope and
+    # SMoGPrototypes.update_groups, which does not exist, and overwrites the loss with
+    # SimSiam's); this is the SMoG model of LightlySSL's ImageNette benchmark
+    # (docs/source/getting_started/benchmarks/imagenette_benchmark.py), which runs, as a
+    # loop: its heads, 300 groups, bank of 10,000, resets every 300 steps, SGD 0.01 with
+    # a cosine per epoch, and its two 0.2-1 crops without blur at 32 px (its CIFAR-10
+    # setting). One change for lightly 1.6: its memory bank is stored (size, dim), so
+    # the k-means reads ``bank`` where the benchmark, written for (dim, size), read
+    # ``bank.t()``.
+    "smog": """
+from sklearn.cluster import KMeans
+from lightly.models.modules import SMoGPredictionHead, SMoGProjectionHead, SMoGPrototypes
+from lightly.models.modules.memory_bank import MemoryBankModule
+from lightly.transforms import SMoGTransform
+
+class SMoG(nn.Module):
+    def __init__(self, backbone):
+        super().__init__()
+        self.backbone = backbone
+        self.projection_head = SMoGProjectionHead(512, 2048, 128)
+        self.prediction_head = SMoGPredictionHead(128, 2048, 128)
+        self.backbone_momentum = copy.deepcopy(self.backbone)
+        self.projection_head_momentum = copy.deepcopy(self.projection_head)
+        deactivate_requires_grad(self.backbone_momentum)
+        deactivate_requires_grad(self.projection_head_momentum)
+        self.n_groups = 300
+        self.memory_bank = MemoryBankModule(size=(10000, 128))
+        group_features = nn.functional.normalize(torch.rand(self.n_groups, 128), dim=1)
+        self.smog = SMoGPrototypes(group_features=group_features, beta=0.99)
+
+    def reset_group_features(self):
+        features = self.memory_bank.bank.cpu().numpy()
+        kmeans = KMeans(self.n_groups).fit(features)
+        clustered = torch.from_numpy(kmeans.cluster_centers_).float()
+        self.smog.set_group_features(nn.functional.normalize(clustered, dim=1))
+
+    def reset_momentum_weights(self):
+        self.backbone_momentum = copy.deepcopy(self.backbone)
+        self.projection_head_momentum = copy.deepcopy(self.projection_head)
+        deactivate_requires_grad(self.backbone_momentum)
+        deactivate_requires_grad(self.projection_head_momentum)
+
+model = SMoG(backbone)
+transform = SMoGTransform(
+    crop_sizes=(32, 32), crop_counts=(1, 1), crop_min_scales=(0.2, 0.2),
+    crop_max_scales=(1.0, 1.0), gaussian_blur_probs=(0.0, 0.0),
+)
+dataloader = make_loader(transform, batch_size=256)
+criterion = nn.CrossEntropyLoss()
+params = (
+    list(model.backbone.parameters()) + list(model.projection_head.parameters())
+    + list(model.prediction_head.parameters())
+)
+optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-6)
+scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)
+global_step = 0
+for epoch in range(epochs):
+    for batch_idx, batch in enumerate(dataloader):
+        if global_step > 0 and global_step % 300 == 0:
+            model.reset_group_features()
+            model.reset_momentum_weights()
+        else:
+            update_momentum(model.backbone, model.backbone_momentum, 0.99)
+            update_momentum(model.projection_head, model.projection_head_momentum, 0.99)
+        x0, x1 = batch[0]
+        if batch_idx % 2:
+            x0, x1 = x1, x0
+        x0_encoded = model.projection_head(model.backbone(x0).flatten(start_dim=1))
+        x0_predicted = model.prediction_head(x0_encoded)
+        x1_features = model.backbone_momentum(x1).flatten(start_dim=1)
+        x1_encoded = model.projection_head_momentum(x1_features)
+        assignments = model.smog.assign_groups(x1_encoded)
+        group_features = model.smog.get_updated_group_features(x0_encoded)
+        logits = model.smog(x0_predicted, group_features, temperature=0.1)
+        model.smog.set_group_features(group_features)
+        loss = criterion(logits, assignments)
+        model.memory_bank(x0_encoded, update=True)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        global_step += 1
+    scheduler.step()
+    print(f"epoch {epoch} loss {loss.item():.4f}", flush=True)
+torch.save(model.backbone.state_dict(), save_to)
+""",
+    # CAPI's example (examples/pytorch/capi.py) with the ViT of fastssl's recipe at 32 px
+    # (vit_backbone("capi"), created with the options fastssl creates it with) in place of
+    # its ViT-S/16 at 256 px with 7 registers; it saves the EMA teacher, the network CAPI
+    # evaluates.
+    "capi": """
+import timm
+from lightly.loss import CAPILoss
+from lightly.models import utils
+from lightly.models.modules import (
+    CAPIPredictorTIMM, CAPIProjectionHead, MaskedVisionTransformerTIMM,
+)
+from lightly.transforms import CAPITransform
+
+class CAPI(nn.Module):
+    def __init__(self, vit, num_clusters=1024):
+        super().__init__()
+        self.mask_ratio = 0.65
+        self.student_backbone = MaskedVisionTransformerTIMM(vit=vit)
+        self.sequence_length = self.student_backbone.sequence_length
+        self.num_prefix_tokens = vit.num_prefix_tokens
+        embed_dim = vit.embed_dim
+        grid_size = vit.patch_embed.grid_size[0]
+        self.student_head = CAPIProjectionHead(
+            input_dim=embed_dim, num_clusters=num_clusters, weight_norm=True
+        )
+        self.predictor = CAPIPredictorTIMM(
+            embed_dim=embed_dim, grid_size=grid_size, depth=2, num_heads=6
+        )
+        self.teacher_backbone = copy.deepcopy(self.student_backbone)
+        self.teacher_head = CAPIProjectionHead(
+            input_dim=embed_dim, num_clusters=num_clusters, bias=True
+        )
+        deactivate_requires_grad(self.teacher_backbone)
+
+    def forward_student(self, images, idx_keep, idx_mask):
+        visible_tokens = self.student_backbone.encode(images=images, idx_keep=idx_keep)
+        num_prefix_tokens = self.num_prefix_tokens
+        predicted_tokens = self.predictor(
+            context=visible_tokens[:, num_prefix_tokens:],
+            context_positions=idx_keep[:, num_prefix_tokens:] - num_prefix_tokens,
+            query_positions=idx_mask - num_prefix_tokens,
+        )
+        return self.student_head(predicted_tokens)
+
+    def forward_teacher(self, images):
+        with torch.no_grad():
+            features = self.teacher_backbone.encode(images=images)
+        logits = self.teacher_head(features)
+        return logits[:, self.num_prefix_tokens :]
+
+torch.manual_seed(seed)
+vit = timm.create_model(
+    "vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=32,
+    dynamic_img_size=True, patch_size=4, depth=6, global_pool="avg", fc_norm=False,
+)
+model = CAPI(vit)
+transform = CAPITransform(input_size=32)
+dataloader = make_loader(transform, batch_size=32)
+criterion = CAPILoss()
+optimizer = torch.optim.AdamW(model.parameters(), lr=1.5e-4)
+for epoch in range(epochs):
+    momentum = cosine_schedule(step=epoch, max_steps=epochs, start_value=0.996, end_value=1.0)
+    for batch in dataloader:
+        images = batch[0][0]
+        idx_keep, idx_mask = utils.random_inverse_block_mask(
+            size=(images.shape[0], model.sequence_length),
+            mask_ratio=model.mask_ratio,
+            num_prefix_tokens=model.num_prefix_tokens,
+            device=images.device,
+        )
+        student_logits = model.forward_student(images=images, idx_keep=idx_keep, idx_mask=idx_mask)
+        teacher_logits = model.forward_teacher(images=images)
+        student_loss = criterion(
+            teacher_logits=teacher_logits,
+            student_logits=student_logits,
+            teacher_index=idx_mask - model.num_prefix_tokens,
+        )
+        clustering_loss = criterion(teacher_logits=teacher_logits, student_logits=teacher_logits)
+        loss = student_loss + clustering_loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        update_momentum(model.student_backbone, model.teacher_backbone, m=momentum)
+    print(f"epoch {epoch} loss {loss.item():.4f}", flush=True)
+torch.save(model.teacher_backbone.vit.state_dict(), save_to)
+""",
 }
+
+
+#: The examples of masked-image methods, whose backbone is the ViT of fastssl's recipe
+#: (:func:`vit_backbone`) and whose rows are scored as the method benchmark scores them:
+#: ``fastssl eval knn linear --no-augment`` (the linear probe judges them).
+VIT_EXAMPLES = frozenset({"capi"})
+
+
+def vit_backbone(method: str) -> str:
+    """The backbone of ``method``'s small-image recipe (a ``timm:`` ViT name)."""
+    backbone: str = load_recipe(method)["method_kwargs"]["backbone"]
+    return backbone
+
+
+def scored_row(checkpoint: Path, data: Path, out: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The kNN and linear accuracies and collapse statistics of ``checkpoint``'s scored
+    network, as benchmarks/methods_fashion_mnist.py scores its rows."""
+    row: dict[str, Any] = {}
+    out.mkdir(parents=True, exist_ok=True)
+    score(row, str(checkpoint), scored_network(load_method(checkpoint)), data, out, args)
+    return row
 
 
 def torchvision_resnet18(weights: Path | None = None, seed: int = 0) -> nn.Module:
@@ -367,6 +574,10 @@ def lightly_example(
         str(args.epochs), str(args.seed), str(weights),
     ]  # fmt: skip
     wall = run(command, work / f"lightly-{method}.log")
+    if method in VIT_EXAMPLES:
+        checkpoint = work / f"lightly-{method}.ckpt"
+        backbone_checkpoint(vit_backbone(method), weights, args.seed, checkpoint)
+        return {**scored_row(checkpoint, data, work / f"lightly-{method}", args), "wall_s": wall}
     network = torchvision_resnet18(weights)
     return {"knn_top1": knn_top1(network, data), "wall_s": wall}
 
@@ -376,18 +587,21 @@ def fastssl_recipe(method: str, data: Path, work: Path, args: argparse.Namespace
     out = work / f"fastssl-{method}"
     out.mkdir(parents=True, exist_ok=True)
     wall = run(recipe_command(method, data, out, args), out / "pretrain.log")
+    if method in VIT_EXAMPLES:
+        return {**scored_row(out / "last.ckpt", data, out, args), "wall_s": wall}
     network, _ = select_backbone(load_method(out / "last.ckpt"))
     return {"knn_top1": knn_top1(network, data), "wall_s": wall}
 
 
 def markdown(rows: dict[str, dict[str, Any]]) -> str:
-    """The rows as a Markdown table (with fastssl's speed-up over the example)."""
-    lines = ["| run | kNN top-1 | wall s | speed-up |", "|---|---|---|---|"]
+    """The rows as a Markdown table (with fastssl's speed-up over the example; the linear
+    probe's accuracy for the rows that have one)."""
+    lines = ["| run | kNN top-1 | linear top-1 | wall s | speed-up |", "|---|---|---|---|---|"]
     for name, row in rows.items():
-        wall = row.get("wall_s")
+        wall, linear = row.get("wall_s"), row.get("linear_top1")
         lines.append(
-            f"| {name} | {row['knn_top1']:.4f} | {'' if wall is None else f'{wall:.0f}'} "
-            f"| {row.get('speedup', '')} |"
+            f"| {name} | {row['knn_top1']:.4f} | {'' if linear is None else f'{linear:.4f}'} "
+            f"| {'' if wall is None else f'{wall:.0f}'} | {row.get('speedup', '')} |"
         )
     return "\n".join(lines)
 
@@ -430,17 +644,25 @@ def main() -> None:
             ours = rows[f"{method}: fastssl recipe"] = fastssl_recipe(method, data, work, args)
             ours["speedup"] = f"{peer['wall_s'] / ours['wall_s']:.2f}x"
             print(f"   lightly {peer}\n   fastssl {ours}", flush=True)
-        rows["random init (torchvision ResNet-18)"] = {
-            "knn_top1": knn_top1(torchvision_resnet18(seed=args.seed), data)
-        }
+        if set(methods) - VIT_EXAMPLES:
+            rows["random init (torchvision ResNet-18)"] = {
+                "knn_top1": knn_top1(torchvision_resnet18(seed=args.seed), data)
+            }
+        for method in sorted(set(methods) & VIT_EXAMPLES):
+            backbone = vit_backbone(method)
+            wrapper = baseline_wrapper(method, backbone)
+            checkpoint = random_init_checkpoint(wrapper, backbone, args.seed, work / "vit.ckpt")
+            rows[f"random init ({backbone})"] = scored_row(checkpoint, data, work / "vit", args)
         load_after = os.getloadavg()
     setup = {
         "methods": methods,
         "epochs": args.epochs,
         "data": args.data or f"first {args.train} / {args.test} Fashion-MNIST images",
         "input_size": 32,
-        "backbone": "ResNet-18, standard stem (lightly: torchvision; fastssl: timm:resnet18)",
-        "eval": "weighted kNN k=200 t=0.1 on the test images, one function for every row",
+        "backbone": "ResNet-18, standard stem (lightly: torchvision; fastssl: timm:resnet18); "
+        "capi: the recipe's ViT",
+        "eval": "weighted kNN k=200 t=0.1 on the test images, one function for every ResNet "
+        "row; the ViT rows (capi): fastssl eval knn linear --no-augment",
         "seed": args.seed,
     }
     write_report(args.out, setup, rows, (load_before, load_after))

@@ -223,9 +223,10 @@ def random_init_checkpoint(wrapper: str, backbone: str, seed: int, path: Path) -
     return save_checkpoint(model, wrapper, backbone, path)
 
 
-def supervised_checkpoint(backbone: str, weights: Path, seed: int, path: Path) -> Path:
-    """A checkpoint whose scored network holds the supervised ``backbone``'s ``weights``
-    (a ViT's go into MAE's masked wrapper's ``vit``)."""
+def backbone_checkpoint(backbone: str, weights: Path, seed: int, path: Path) -> Path:
+    """A checkpoint whose scored network holds ``weights``, a state dict of ``backbone``
+    trained elsewhere (with the labels, or by LightlySSL's example code); a ViT's go into
+    MAE's masked wrapper's ``vit``."""
     wrapper = canonical_wrapper(backbone)
     model = build_wrapper(wrapper, backbone, seed)
     network = scored_network(model)
@@ -379,7 +380,7 @@ def _baseline(
         row["wall_s"] = run(command, out / "supervised.log")
         report = json.loads((out / "supervised.json").read_text())
         row["classifier_top1"] = report["classifier_top1"]
-        supervised_checkpoint(backbone, weights, args.seed, checkpoint)
+        backbone_checkpoint(backbone, weights, args.seed, checkpoint)
     score(row, str(checkpoint), scored_network(load_method(checkpoint)), data, out, args)
     return row
 

@@ -120,13 +120,13 @@ def test_vit_random_init_is_the_wrappers_own_seeded_one(wrapper: str, tmp_path: 
 
 
 @pytest.mark.parametrize("backbone", ["timm:resnet18", VIT])
-def test_supervised_checkpoint_gives_the_trained_backbones_features(
+def test_backbone_checkpoint_gives_the_trained_backbones_features(
     backbone: str, tmp_path: Path
 ) -> None:
     torch.manual_seed(1)
     trained, _ = build_backbone(backbone, 32)
     torch.save(trained.state_dict(), tmp_path / "backbone.pt")
-    path = bench.supervised_checkpoint(backbone, tmp_path / "backbone.pt", 0, tmp_path / "s.ckpt")
+    path = bench.backbone_checkpoint(backbone, tmp_path / "backbone.pt", 0, tmp_path / "s.ckpt")
     network = select_backbone(load_method(path))[0].eval()
     images = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
