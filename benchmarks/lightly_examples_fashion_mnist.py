@@ -6,7 +6,9 @@ request) on Fashion-MNIST, same data, backbone family and epochs, in one run.
   as lightly 1.6.0 ships it (its heads, loss, optimizer, momentum schedule and batch
   size), with three changes only: the images come from the prepared folder
   (``LightlyDataset(input_dir=...)``), the views are made at 32 px (DINO's and SwaV's
-  local crops at 16 px, as the fastssl recipes), and the epochs are ``--epochs``.
+  local crops at 16 px, as the fastssl recipes), and the epochs are ``--epochs``; SMoG's
+  example does not run as lightly 1.6.0 ships it, so its row runs the SMoG model of
+  LightlySSL's ImageNette benchmark script (see its entry in :data:`EXAMPLES`).
   Backbone: torchvision's ResNet-18 without its classifier (``children()[:-1]``), as in
   the examples, which the script saves at the end; CAPI's: the ViT of fastssl's recipe
   (:data:`VIT_EXAMPLES`), whose EMA teacher it saves.
