@@ -1,6 +1,7 @@
 """benchmarks/lightly_examples_fashion_mnist.py: LightlySSL 1.6's example loops run as the
 benchmark runs them (one short epoch on a small folder), their backbones load into the
-network the shared kNN scores, and the table and arguments behave."""
+network the shared kNN scores (CAPI's ViT into the checkpoint `fastssl eval` scores), and
+the table and arguments behave."""
 
 from __future__ import annotations
 
