@@ -59,8 +59,7 @@ from methods_fashion_mnist import (  # noqa: E402
     random_init_checkpoint,
     recipe_command,
     run,
-    score,
-    scored_network,
+    score_checkpoint,
 )
 from pretrain_epoch import write_report  # noqa: E402
 
@@ -545,15 +544,6 @@ def vit_backbone(method: str) -> str:
     return backbone
 
 
-def scored_row(checkpoint: Path, data: Path, out: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """The kNN and linear accuracies and collapse statistics of ``checkpoint``'s scored
-    network, as benchmarks/methods_fashion_mnist.py scores its rows."""
-    row: dict[str, Any] = {}
-    out.mkdir(parents=True, exist_ok=True)
-    score(row, str(checkpoint), scored_network(load_method(checkpoint)), data, out, args)
-    return row
-
-
 def torchvision_resnet18(weights: Path | None = None, seed: int = 0) -> nn.Module:
     """torchvision's ResNet-18 as the examples build it (``children()[:-1]``), seeded,
     with the saved ``weights`` if given."""
@@ -577,9 +567,9 @@ def lightly_example(
     ]  # fmt: skip
     wall = run(command, work / f"lightly-{method}.log")
     if method in VIT_EXAMPLES:
-        checkpoint = work / f"lightly-{method}.ckpt"
+        checkpoint, out = work / f"lightly-{method}.ckpt", work / f"lightly-{method}"
         backbone_checkpoint(vit_backbone(method), weights, args.seed, checkpoint)
-        return {**scored_row(checkpoint, data, work / f"lightly-{method}", args), "wall_s": wall}
+        return score_checkpoint({"wall_s": wall}, checkpoint, data, out, args)
     network = torchvision_resnet18(weights)
     return {"knn_top1": knn_top1(network, data), "wall_s": wall}
 
@@ -590,7 +580,7 @@ def fastssl_recipe(method: str, data: Path, work: Path, args: argparse.Namespace
     out.mkdir(parents=True, exist_ok=True)
     wall = run(recipe_command(method, data, out, args), out / "pretrain.log")
     if method in VIT_EXAMPLES:
-        return {**scored_row(out / "last.ckpt", data, out, args), "wall_s": wall}
+        return score_checkpoint({"wall_s": wall}, out / "last.ckpt", data, out, args)
     network, _ = select_backbone(load_method(out / "last.ckpt"))
     return {"knn_top1": knn_top1(network, data), "wall_s": wall}
 
@@ -654,7 +644,8 @@ def main() -> None:
             backbone = vit_backbone(method)
             wrapper = baseline_wrapper(method, backbone)
             checkpoint = random_init_checkpoint(wrapper, backbone, args.seed, work / "vit.ckpt")
-            rows[f"random init ({backbone})"] = scored_row(checkpoint, data, work / "vit", args)
+            row = score_checkpoint({}, checkpoint, data, work / "vit", args)
+            rows[f"random init ({backbone})"] = row
         load_after = os.getloadavg()
     setup = {
         "methods": methods,

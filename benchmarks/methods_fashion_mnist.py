@@ -291,6 +291,16 @@ def score(
     row["collapse_std"], row["effective_rank"] = stats["std"], stats["effective_rank"]
 
 
+def score_checkpoint(
+    row: dict[str, Any], checkpoint: Path, data: Path, out: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    """:func:`score` of ``checkpoint``'s scored network (``fastssl eval``'s default one),
+    its files in ``out``; returns ``row``."""
+    out.mkdir(parents=True, exist_ok=True)
+    score(row, str(checkpoint), scored_network(load_method(checkpoint)), data, out, args)
+    return row
+
+
 def recipe_command(method: str, data: Path, out: Path, args: argparse.Namespace) -> list[str]:
     """``fastssl pretrain`` of ``method``'s small-image recipe on ``data``/train for
     ``args.epochs`` (seed, loader workers from ``args``), into a fresh ``out``."""
@@ -326,9 +336,7 @@ def pretrain_method(method: str, data: Path, out: Path, args: argparse.Namespace
         online_std=summary.get("collapse_std"),
         online_effective_rank=summary.get("collapse_effective_rank"),
     )
-    checkpoint = out / "last.ckpt"
-    score(row, str(checkpoint), scored_network(load_method(checkpoint)), data, out, args)
-    return row
+    return score_checkpoint(row, out / "last.ckpt", data, out, args)
 
 
 def baseline_rows(
@@ -381,8 +389,7 @@ def _baseline(
         report = json.loads((out / "supervised.json").read_text())
         row["classifier_top1"] = report["classifier_top1"]
         backbone_checkpoint(backbone, weights, args.seed, checkpoint)
-    score(row, str(checkpoint), scored_network(load_method(checkpoint)), data, out, args)
-    return row
+    return score_checkpoint(row, checkpoint, data, out, args)
 
 
 def judge(rows: list[dict[str, Any]]) -> None:
