@@ -3,14 +3,14 @@ small-image recipe, scored by ``fastssl eval`` beside honest baselines.
 
 For every method with a recipe in ``pipelines/fashion_mnist/`` (``--methods``: all by
 default), ``fastssl pretrain`` trains on the training images for ``--epochs`` (10, the
-recipes' budget; batch 256, 32 px), then ``fastssl eval knn linear`` scores the network the
-method's paper evaluates on the test images: weighted kNN (k=200, t=0.1, the bank being
-the training images) and a linear probe on frozen centre-crop features (``--no-augment``:
-90 epochs of SGD on features extracted once; the masked-image methods MAE, SimMIM, AIM,
-CAPI and I-JEPA are judged by it, the others by kNN). The collapse statistics of the final
-network on the test images (std of the L2-normalised features, effective rank; see
-``fastssl.utils.collapse``) and the online ones of the last training step
-(``summary.json``) are reported too.
+recipes' budget; batch 256 but where a recipe says why, 32 px), then ``fastssl eval knn
+linear`` scores the network the method's paper evaluates on the test images: weighted kNN
+(k=200, t=0.1, the bank being the training images) and a linear probe on frozen
+centre-crop features (``--no-augment``: 90 epochs of SGD on features extracted once; the
+masked-image methods MAE, SimMIM, AIM, CAPI and I-JEPA are judged by it, the others by
+kNN). The collapse statistics of the final network on the test images (std of the
+L2-normalised features, effective rank; see ``fastssl.utils.collapse``) and the online
+ones of the last training step (``summary.json``) are reported too.
 
 Baselines, per backbone the selected recipes use, scored by the same ``fastssl eval``
 command:
