@@ -1,6 +1,6 @@
 """LightlySSL 1.6.0's own example code against ``fastssl pretrain``'s small-image recipes:
-SimCLR, BYOL and DINO (the issue's three; SimSiam, MoCo, SwaV, TiCo, SMoG and CAPI on
-request) on Fashion-MNIST, same data, backbone family and epochs, in one run.
+SimCLR, BYOL and DINO (the issue's three; SimSiam, MoCo, SwaV, TiCo, SMoG, CAPI, MSN and
+PMSN on request) on Fashion-MNIST, same data, backbone family and epochs, in one run.
 
 * ``lightly example``: the training loop of LightlySSL's ``examples/pytorch/<method>.py``
   as lightly 1.6.0 ships it (its heads, loss, optimizer, momentum schedule and batch
@@ -10,24 +10,25 @@ request) on Fashion-MNIST, same data, backbone family and epochs, in one run.
   example does not run as lightly 1.6.0 ships it, so its row runs the SMoG model of
   LightlySSL's ImageNette benchmark script (see its entry in :data:`EXAMPLES`).
   Backbone: torchvision's ResNet-18 without its classifier (``children()[:-1]``), as in
-  the examples, which the script saves at the end; CAPI's: the ViT of fastssl's recipe
-  (:data:`VIT_EXAMPLES`), whose EMA teacher it saves.
+  the examples, which the script saves at the end; CAPI's, MSN's and PMSN's: the ViT of
+  fastssl's recipe (:data:`VIT_EXAMPLES`), whose EMA teacher / target network it saves.
 * ``fastssl pretrain``: ``pipelines/fashion_mnist/<method>.yaml`` (``timm:resnet18``: the
   same architecture, standard stem) for the same epochs.
-* ``random init``: torchvision's ResNet-18, seeded, untrained (for CAPI: the recipe's ViT
-  as benchmarks/methods_fashion_mnist.py initialises its random baseline).
+* ``random init``: torchvision's ResNet-18, seeded, untrained (for the ViT examples: the
+  recipe's ViT as benchmarks/methods_fashion_mnist.py initialises its random baseline).
 
 Every ResNet is then scored by one function (fastssl's evaluation transform, feature
-extraction and weighted kNN, k=200, t=0.1, the bank being the training images); CAPI's
-rows, masked-image ones judged by the linear probe, as benchmarks/methods_fashion_mnist.py
-scores its rows (``fastssl eval knn linear --no-augment``). The wall time of each training
-process is reported beside it (interpreter start-up included).
+extraction and weighted kNN, k=200, t=0.1, the bank being the training images); the ViT
+examples' rows (CAPI's judged by the linear probe, MSN's and PMSN's by kNN) as
+benchmarks/methods_fashion_mnist.py scores its rows (``fastssl eval knn linear
+--no-augment``). The wall time of each training process is reported beside it
+(interpreter start-up included).
 
 Prints a Markdown table and writes the JSON to ``--out`` (default
 benchmarks/results/lightly_examples_fashion_mnist.json) and the table beside it (``.md``).
 
 Usage: python benchmarks/lightly_examples_fashion_mnist.py
-    [--methods simclr,byol,dino[,simsiam,moco,swav,tico,smog,capi]]
+    [--methods simclr,byol,dino[,simsiam,moco,swav,tico,smog,capi,msn,pmsn]]
     [--epochs 10] [--train 10000] [--test 2000] [--data DIR] [--workers 2] [--seed 0]
     [--out F]
 """
@@ -101,8 +102,7 @@ def make_loader(transform, batch_size):
 """
 
 # The loops of lightly's examples/pytorch/{simclr,byol,dino,simsiam,moco,swav,tico,capi}.py and
-# LightlySSL's ImageNette benchmark's SMoG model
-# (lightly 1.6.0).
+# LightlySSL's ImageNette benchmark's SMoG model (lightly 1.6.0); msn.py and pmsn.py below.
 EXAMPLES: dict[str, str] = {
     "simclr": """
 class SimCLR(nn.Module):
@@ -531,11 +531,83 @@ torch.save(model.teacher_backbone.vit.state_dict(), save_to)
 """,
 }
 
+# MSN's and PMSN's examples (examples/pytorch/msn.py, pmsn.py) differ in their loss only.
+# Both with the ViT of fastssl's recipe at 32 px (timm, in LightlySSL's timm masked wrapper)
+# in place of their torchvision ViT-S/16 at 224 px (its projection head's input width
+# follows: 192), focal crops at 16 px; otherwise as shipped (1024 prototypes that the loss
+# gets as ``.data``, 15 % masked, momentum 0.996, AdamW 1.5e-4, batch 64, 2 + 10 views).
+# They save the target network, the one MSN evaluates.
+MSN_EXAMPLE = """
+import timm
+from lightly.loss import {loss}
+from lightly.models import utils
+from lightly.models.modules import MaskedVisionTransformerTIMM
+from lightly.models.modules.heads import MSNProjectionHead
+from lightly.transforms import MSNTransform
 
-#: The examples of masked-image methods, whose backbone is the ViT of fastssl's recipe
-#: (:func:`vit_backbone`) and whose rows are scored as the method benchmark scores them:
-#: ``fastssl eval knn linear --no-augment`` (the linear probe judges them).
-VIT_EXAMPLES = frozenset({"capi"})
+class MSN(nn.Module):
+    def __init__(self, vit):
+        super().__init__()
+        self.mask_ratio = 0.15
+        self.backbone = MaskedVisionTransformerTIMM(vit=vit)
+        self.projection_head = MSNProjectionHead(input_dim=vit.embed_dim)
+        self.anchor_backbone = copy.deepcopy(self.backbone)
+        self.anchor_projection_head = copy.deepcopy(self.projection_head)
+        utils.deactivate_requires_grad(self.backbone)
+        utils.deactivate_requires_grad(self.projection_head)
+        self.prototypes = nn.Linear(256, 1024, bias=False).weight
+
+    def forward_masked(self, images):
+        batch_size, _, _, width = images.shape
+        seq_length = (width // self.anchor_backbone.vit.patch_embed.patch_size[0]) ** 2
+        idx_keep, _ = utils.random_token_mask(
+            size=(batch_size, seq_length), mask_ratio=self.mask_ratio, device=images.device
+        )
+        out = self.anchor_backbone(images=images, idx_keep=idx_keep)
+        return self.anchor_projection_head(out)
+
+torch.manual_seed(seed)
+vit = timm.create_model(
+    "vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=32,
+    dynamic_img_size=True, patch_size=4, depth=6,
+)
+model = MSN(vit)
+transform = MSNTransform(random_size=32, focal_size=16)
+dataloader = make_loader(transform, batch_size=64)
+criterion = {loss}()
+params = [
+    *list(model.anchor_backbone.parameters()),
+    *list(model.anchor_projection_head.parameters()),
+    model.prototypes,
+]
+optimizer = torch.optim.AdamW(params, lr=1.5e-4)
+for epoch in range(epochs):
+    for batch in dataloader:
+        views = batch[0]
+        utils.update_momentum(model.anchor_backbone, model.backbone, 0.996)
+        utils.update_momentum(model.anchor_projection_head, model.projection_head, 0.996)
+        targets, anchors = views[0], views[1]
+        anchors_focal = torch.concat(views[2:], dim=0)
+        targets_out = model.projection_head(model.backbone(images=targets))
+        anchors_out = model.forward_masked(anchors)
+        anchors_focal_out = model.forward_masked(anchors_focal)
+        anchors_out = torch.cat([anchors_out, anchors_focal_out], dim=0)
+        loss = criterion(anchors_out, targets_out, model.prototypes.data)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    print(f"epoch {{epoch}} loss {{loss.item():.4f}}", flush=True)
+torch.save(model.backbone.vit.state_dict(), save_to)
+"""
+EXAMPLES["msn"] = MSN_EXAMPLE.format(loss="MSNLoss")
+EXAMPLES["pmsn"] = MSN_EXAMPLE.format(loss="PMSNLoss")
+
+
+#: The examples whose backbone is the ViT of fastssl's recipe (:func:`vit_backbone`) and
+#: whose rows are scored as the method benchmark scores them: ``fastssl eval knn linear
+#: --no-augment`` (the linear probe judges CAPI, a masked-image method; kNN judges MSN and
+#: PMSN).
+VIT_EXAMPLES = frozenset({"capi", "msn", "pmsn"})
 
 
 def vit_backbone(method: str) -> str:
@@ -640,8 +712,9 @@ def main() -> None:
             rows["random init (torchvision ResNet-18)"] = {
                 "knn_top1": knn_top1(torchvision_resnet18(seed=args.seed), data)
             }
-        for method in sorted(set(methods) & VIT_EXAMPLES):
-            backbone = vit_backbone(method)
+        # One random ViT per backbone (MSN's and PMSN's recipes share theirs).
+        vits = {vit_backbone(method): method for method in sorted(set(methods) & VIT_EXAMPLES)}
+        for backbone, method in vits.items():
             wrapper = baseline_wrapper(method, backbone)
             checkpoint = random_init_checkpoint(wrapper, backbone, args.seed, work / "vit.ckpt")
             row = score_checkpoint({}, checkpoint, data, work / "vit", args)
@@ -653,9 +726,9 @@ def main() -> None:
         "data": args.data or f"first {args.train} / {args.test} Fashion-MNIST images",
         "input_size": 32,
         "backbone": "ResNet-18, standard stem (lightly: torchvision; fastssl: timm:resnet18); "
-        "capi: the recipe's ViT",
+        "capi, msn, pmsn: the recipe's ViT",
         "eval": "weighted kNN k=200 t=0.1 on the test images, one function for every ResNet "
-        "row; the ViT rows (capi): fastssl eval knn linear --no-augment",
+        "row; the ViT rows (capi, msn, pmsn): fastssl eval knn linear --no-augment",
         "seed": args.seed,
     }
     write_report(args.out, setup, rows, (load_before, load_after))
