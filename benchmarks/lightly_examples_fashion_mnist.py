@@ -22,7 +22,9 @@ extraction and weighted kNN, k=200, t=0.1, the bank being the training images); 
 examples' rows (CAPI's judged by the linear probe, MSN's and PMSN's by kNN) as
 benchmarks/methods_fashion_mnist.py scores its rows (``fastssl eval knn linear
 --no-augment``). The wall time of each training process is reported beside it
-(interpreter start-up included).
+(interpreter start-up included). ``--examples-only`` leaves the fastssl recipes out (their
+rows come from benchmarks/methods_fashion_mnist.py, which trains them on the same data with
+the same seed), for the examples that take longest on a CPU.
 
 Prints a Markdown table and writes the JSON to ``--out`` (default
 benchmarks/results/lightly_examples_fashion_mnist.json) and the table beside it (``.md``).
@@ -30,7 +32,7 @@ benchmarks/results/lightly_examples_fashion_mnist.json) and the table beside it 
 Usage: python benchmarks/lightly_examples_fashion_mnist.py
     [--methods simclr,byol,dino[,simsiam,moco,swav,tico,smog,capi,msn,pmsn]]
     [--epochs 10] [--train 10000] [--test 2000] [--data DIR] [--workers 2] [--seed 0]
-    [--out F]
+    [--examples-only] [--out F]
 """
 
 from __future__ import annotations
@@ -682,6 +684,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="loader workers (2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every run (0)")
     parser.add_argument(
+        "--examples-only",
+        action="store_true",
+        help="run LightlySSL's examples and the random baselines, not the fastssl recipes "
+        "(whose rows benchmarks/methods_fashion_mnist.py measures on the same data and seed)",
+    )
+    parser.add_argument(
         "--out", default=str(ROOT / "benchmarks/results/lightly_examples_fashion_mnist.json")
     )
     args = parser.parse_args()
@@ -705,9 +713,12 @@ def main() -> None:
             peer = rows[f"{method}: lightly 1.6 example"] = lightly_example(
                 method, data, work, args
             )
+            print(f"   lightly {peer}", flush=True)
+            if args.examples_only:
+                continue
             ours = rows[f"{method}: fastssl recipe"] = fastssl_recipe(method, data, work, args)
             ours["speedup"] = f"{peer['wall_s'] / ours['wall_s']:.2f}x"
-            print(f"   lightly {peer}\n   fastssl {ours}", flush=True)
+            print(f"   fastssl {ours}", flush=True)
         if set(methods) - VIT_EXAMPLES:
             rows["random init (torchvision ResNet-18)"] = {
                 "knn_top1": knn_top1(torchvision_resnet18(seed=args.seed), data)
@@ -730,6 +741,7 @@ def main() -> None:
         "eval": "weighted kNN k=200 t=0.1 on the test images, one function for every ResNet "
         "row; the ViT rows (capi, msn, pmsn): fastssl eval knn linear --no-augment",
         "seed": args.seed,
+        "fastssl_recipes": not args.examples_only,
     }
     write_report(args.out, setup, rows, (load_before, load_after))
     table = markdown(rows)

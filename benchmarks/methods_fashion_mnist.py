@@ -314,13 +314,15 @@ def recipe_command(method: str, data: Path, out: Path, args: argparse.Namespace)
 
 def pretrain_method(method: str, data: Path, out: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Pretrains ``method`` by its recipe and scores it; the row of the table."""
-    backbone = load_recipe(method)["method_kwargs"]["backbone"]
+    recipe = load_recipe(method)
+    backbone = recipe["method_kwargs"]["backbone"]
     row: dict[str, Any] = {
         "name": method,
         "kind": "method",
         "method": method,
         "backbone": backbone,
         "epochs": args.epochs,
+        "batch_size": recipe["data"]["batch_size"],
         "judged_by": "linear_top1" if method in MASKED else "knn_top1",
         "random_baseline": baseline_name("random", backbone, baseline_wrapper(method, backbone)),
     }
@@ -572,7 +574,7 @@ def write(
         "test": args.test if args.data is None else f"--data {args.data}",
         "subset": "first" if not args.random_subset else f"random, seed {args.seed}",
         "seed": args.seed,
-        "batch_size": 256,
+        "batch_size": "each recipe's (256 but where it says why; every row's batch_size)",
         "input_size": INPUT_SIZE,
         "recipes": "pipelines/fashion_mnist/<method>.yaml",
         "eval": "fastssl eval knn linear --no-augment (kNN k=200 t=0.1; linear: 90 epochs "

@@ -5,6 +5,7 @@ eval` scores), and the table and arguments behave."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -133,3 +134,38 @@ def test_unknown_method_is_refused(
     with pytest.raises(SystemExit):
         bench.main()
     assert "no lightly example for ['mae']" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("examples_only", [False, True])
+def test_examples_only_leaves_the_recipes_out(
+    examples_only: bool, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    ran: list[str] = []
+
+    def example(method: str, *_: object) -> dict[str, float]:
+        ran.append(f"example {method}")
+        return {"knn_top1": 0.7, "wall_s": 200.0}
+
+    def recipe(method: str, *_: object) -> dict[str, float]:
+        ran.append(f"recipe {method}")
+        return {"knn_top1": 0.8, "wall_s": 100.0}
+
+    monkeypatch.setattr(bench, "lightly_example", example)
+    monkeypatch.setattr(bench, "fastssl_recipe", recipe)
+    monkeypatch.setattr(bench, "knn_top1", lambda network, data: 0.73)
+    out = tmp_path / "report.json"
+    argv = ["bench", "--methods", "simclr,byol", "--data", str(tmp_path), "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv + (["--examples-only"] if examples_only else []))
+    bench.main()
+    report = json.loads(out.read_text())
+    expected = ["example simclr", "example byol"]
+    if not examples_only:
+        expected = ["example simclr", "recipe simclr", "example byol", "recipe byol"]
+    assert ran == expected
+    assert report["setup"]["fastssl_recipes"] is not examples_only
+    names = list(report["results"])
+    assert ("simclr: fastssl recipe" in names) is not examples_only
+    assert "simclr: lightly 1.6 example" in names
+    assert report["results"]["random init (torchvision ResNet-18)"] == {"knn_top1": 0.73}
+    if not examples_only:
+        assert report["results"]["byol: fastssl recipe"]["speedup"] == "2.00x"

@@ -3,6 +3,7 @@ benchmark itself trains for hours; these check the pieces it is made of)."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -207,3 +208,26 @@ def test_random_and_pixel_baselines_are_scored_by_fastssl_eval(tmp_path: Path) -
         assert row["collapse_std"] > 0.0 and 1.0 <= row["effective_rank"] <= 8.0
     # Two separable classes (small and large blobs): the pixels tell them apart.
     assert row["knn_top1"] >= 0.75
+
+
+@pytest.mark.parametrize(("method", "batch"), [("simclr", 256), ("dinov2", 64), ("capi", 32)])
+def test_method_row_records_the_recipes_batch_and_the_runs_summary(
+    method: str, batch: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``pretrain_method`` runs the recipe's ``fastssl pretrain`` and records its batch (the
+    recipe's, which some recipes lower from 256) and the run's summary in the row."""
+    commands: list[list[str]] = []
+
+    def fake_run(command: list[str], log: Path) -> float:
+        commands.append(command)
+        summary = {"images_per_s": 100.0, "train_s": 5.0, "steps": 7, "final_loss": 1.5}
+        (tmp_path / "summary.json").write_text(json.dumps(summary | {"precision": "32"}))
+        return 12.0
+
+    monkeypatch.setattr(bench, "run", fake_run)
+    monkeypatch.setattr(bench, "score_checkpoint", lambda row, *_: row)
+    args = bench.parse_args(["--methods", method])
+    row = bench.pretrain_method(method, tmp_path / "data", tmp_path, args)
+    assert row["batch_size"] == batch == bench.load_recipe(method)["data"]["batch_size"]
+    assert (row["wall_s"], row["steps"], row["images_per_s"]) == (12.0, 7, 100.0)
+    assert commands[0][3:5] == ["pretrain", str(bench.RECIPES / f"{method}.yaml")]

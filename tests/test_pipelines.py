@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -191,6 +192,22 @@ def test_recipe_loads_and_its_method_takes_its_kwargs(path: Path) -> None:
     for key, value in kwargs.items():
         hint = accepted[key]
         assert _fits(value, hint), f"{_name(path)}: {key}={value!r} is not {hint}"
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=_name)
+def test_recipe_comments_name_files_that_exist(path: Path) -> None:
+    # A comment that points a reader at another recipe must name a real one (two recipes
+    # once said "pipelines/" + name + ".yaml", a generator's leftover). Only pipelines/:
+    # "benchmarks/..." in the comments may be LightlySSL's scripts, not this repository's.
+    comments = "\n".join(
+        line for line in path.read_text().splitlines() if line.lstrip().startswith("#")
+    )
+    named = re.findall(r"pipelines/\S*", comments)
+    for token in named:
+        target = token.rstrip(").,;:")
+        if target.endswith("/") or "<" in target:  # a folder, or a pattern like <method>
+            continue
+        assert (ROOT / target).exists(), f"{_name(path)}: its comments name {token!r}"
 
 
 def test_every_benchmark_row_has_a_recipe() -> None:
