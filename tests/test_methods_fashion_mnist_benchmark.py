@@ -220,8 +220,9 @@ def test_method_row_records_the_recipes_batch_and_the_runs_summary(
 
     def fake_run(command: list[str], log: Path) -> float:
         commands.append(command)
-        summary = {"images_per_s": 100.0, "train_s": 5.0, "steps": 7, "final_loss": 1.5}
-        (tmp_path / "summary.json").write_text(json.dumps(summary | {"precision": "32"}))
+        summary: dict[str, Any] = {"images_per_s": 100.0, "train_s": 5.0, "steps": 7}
+        summary.update(final_loss=1.5, precision="32-true")
+        (tmp_path / "summary.json").write_text(json.dumps(summary))
         return 12.0
 
     monkeypatch.setattr(bench, "run", fake_run)
