@@ -1,6 +1,6 @@
 """LightlySSL 1.6.0's own example code against ``fastssl pretrain``'s small-image recipes:
-SimCLR, BYOL and DINO (the issue's three; SimSiam, MoCo, SwaV, TiCo, SMoG, CAPI, MSN and
-PMSN on request) on Fashion-MNIST, same data, backbone family and epochs, in one run.
+SimCLR, BYOL and DINO (the issue's three; SimSiam, MoCo, SwaV, TiCo, SMoG, CAPI, MSN,
+PMSN and DINOv2 on request) on Fashion-MNIST, same data, backbone family and epochs, in one run.
 
 * ``lightly example``: the training loop of LightlySSL's ``examples/pytorch/<method>.py``
   as lightly 1.6.0 ships it (its heads, loss, optimizer, momentum schedule and batch
@@ -10,8 +10,9 @@ PMSN on request) on Fashion-MNIST, same data, backbone family and epochs, in one
   example does not run as lightly 1.6.0 ships it, so its row runs the SMoG model of
   LightlySSL's ImageNette benchmark script (see its entry in :data:`EXAMPLES`).
   Backbone: torchvision's ResNet-18 without its classifier (``children()[:-1]``), as in
-  the examples, which the script saves at the end; CAPI's, MSN's and PMSN's: the ViT of
-  fastssl's recipe (:data:`VIT_EXAMPLES`), whose EMA teacher / target network it saves.
+  the examples, which the script saves at the end; CAPI's, MSN's, PMSN's and DINOv2's: the
+  ViT of fastssl's recipe (:data:`VIT_EXAMPLES`; DINOv2's with its example's LayerScale),
+  whose EMA teacher / target network it saves.
 * ``fastssl pretrain``: ``pipelines/fashion_mnist/<method>.yaml`` (``timm:resnet18``: the
   same architecture, standard stem) for the same epochs.
 * ``random init``: torchvision's ResNet-18, seeded, untrained (for the ViT examples: the
@@ -19,7 +20,7 @@ PMSN on request) on Fashion-MNIST, same data, backbone family and epochs, in one
 
 Every ResNet is then scored by one function (fastssl's evaluation transform, feature
 extraction and weighted kNN, k=200, t=0.1, the bank being the training images); the ViT
-examples' rows (CAPI's judged by the linear probe, MSN's and PMSN's by kNN) as
+examples' rows (CAPI's judged by the linear probe, MSN's, PMSN's and DINOv2's by kNN) as
 benchmarks/methods_fashion_mnist.py scores its rows (``fastssl eval knn linear
 --no-augment``). The wall time of each training process is reported beside it
 (interpreter start-up included). ``--examples-only`` leaves the fastssl recipes out (their
@@ -30,7 +31,7 @@ Prints a Markdown table and writes the JSON to ``--out`` (default
 benchmarks/results/lightly_examples_fashion_mnist.json) and the table beside it (``.md``).
 
 Usage: python benchmarks/lightly_examples_fashion_mnist.py
-    [--methods simclr,byol,dino[,simsiam,moco,swav,tico,smog,capi,msn,pmsn]]
+    [--methods simclr,byol,dino[,simsiam,moco,swav,tico,smog,capi,msn,pmsn,dinov2]]
     [--epochs 10] [--train 10000] [--test 2000] [--data DIR] [--workers 2] [--seed 0]
     [--examples-only] [--out F]
 """
@@ -104,7 +105,8 @@ def make_loader(transform, batch_size):
 """
 
 # The loops of lightly's examples/pytorch/{simclr,byol,dino,simsiam,moco,swav,tico,capi}.py and
-# LightlySSL's ImageNette benchmark's SMoG model (lightly 1.6.0); msn.py and pmsn.py below.
+# LightlySSL's ImageNette benchmark's SMoG model (lightly 1.6.0); msn.py, pmsn.py and
+# dinov2.py below.
 EXAMPLES: dict[str, str] = {
     "simclr": """
 class SimCLR(nn.Module):
@@ -604,18 +606,149 @@ torch.save(model.backbone.vit.state_dict(), save_to)
 EXAMPLES["msn"] = MSN_EXAMPLE.format(loss="MSNLoss")
 EXAMPLES["pmsn"] = MSN_EXAMPLE.format(loss="PMSNLoss")
 
+# DINOv2's example (examples/pytorch/dinov2.py) with the ViT of fastssl's recipe at 32 px
+# (6 ViT-Tiny blocks with 4-px patches, its heads' input width following: 192) in place of
+# its ViT-S/16, keeping the example's LayerScale (``init_values=1e-5``, see
+# :data:`EXAMPLE_BACKBONES`), learnt position embedding and drop path 0.1; its multi-crop
+# at 32 / 16 px, otherwise as shipped: the default DINOv2 head (2048-256-65536, shared by
+# the DINO and iBOT losses), block masks on both global crops, KoLeo 0.1, AdamW 1e-3 at
+# batch 64 with weight decay 0.04 -> 0.4, teacher momentum 0.992 -> 1, and the teacher
+# temperature warmed up from 0.04 towards 0.07 over ``30 / epochs`` of the run's steps
+# (tuned for its 50 epochs: over 10 it stays below 0.05). It saves the teacher.
+EXAMPLES["dinov2"] = """
+import timm
+from lightly.loss import IBOTPatchLoss, KoLeoLoss
+from lightly.models.modules import DINOv2ProjectionHead, MaskedVisionTransformerTIMM
+from lightly.models.utils import random_block_mask, update_drop_path_rate
+from lightly.utils.scheduler import linear_warmup_schedule
+
+class DINOv2Head(nn.Module):
+    def __init__(self, dino_head, ibot_head):
+        super().__init__()
+        self.dino_head = dino_head
+        self.ibot_head = ibot_head
+
+class DINOv2(nn.Module):
+    def __init__(self, vit):
+        super().__init__()
+        self.teacher_backbone = MaskedVisionTransformerTIMM(
+            vit=vit, antialias=False, pos_embed_initialization="skip"
+        )
+        self.student_backbone = copy.deepcopy(self.teacher_backbone)
+        update_drop_path_rate(self.student_backbone.vit, drop_path_rate=0.1, mode="uniform")
+        deactivate_requires_grad(self.teacher_backbone)
+        self.teacher_backbone.eval()
+        teacher_head = DINOv2ProjectionHead(input_dim=vit.embed_dim)
+        student_head = DINOv2ProjectionHead(input_dim=vit.embed_dim)
+        self.teacher_head = DINOv2Head(dino_head=teacher_head, ibot_head=teacher_head)
+        self.student_head = DINOv2Head(dino_head=student_head, ibot_head=student_head)
+        deactivate_requires_grad(self.teacher_head)
+        self.teacher_head.eval()
+
+    def forward_teacher(self, x):
+        features = self.teacher_backbone.encode(x)
+        return features[:, 0], features
+
+    def forward_student(self, x, mask):
+        features = self.student_backbone.encode(x, mask=mask)
+        return features[:, 0], None if mask is None else features[mask]
+
+torch.manual_seed(seed)
+vit = timm.create_model(
+    "vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=32,
+    dynamic_img_size=True, patch_size=4, depth=6, init_values=1e-5,
+)
+model = DINOv2(vit)
+transform = DINOTransform(
+    global_crop_size=32, global_crop_scale=(0.32, 1), local_crop_size=16,
+    local_crop_scale=(0.05, 0.32), n_local_views=8,
+)
+dataloader = make_loader(transform, batch_size=64)
+dino_criterion, ibot_criterion, koleo_criterion = DINOLoss(), IBOTPatchLoss(), KoLeoLoss()
+optimizer = torch.optim.AdamW(model.parameters(), lr=0.001)
+num_batches = len(dataloader)
+total_steps = epochs * num_batches
+for epoch in range(epochs):
+    for batch_idx, batch in enumerate(dataloader):
+        views = batch[0]
+        global_views = torch.cat(views[:2])
+        local_views = torch.cat(views[2:])
+        B = len(global_views)
+        sequence_length = model.teacher_backbone.sequence_length
+        mask = global_views.new_zeros((B, sequence_length), dtype=torch.bool)
+        H, W = model.teacher_backbone.vit.patch_embed.grid_size
+        block_mask = random_block_mask(size=(B, H, W), device=mask.device)
+        mask[:, 1:] = block_mask.flatten(start_dim=1)
+        with torch.no_grad():
+            teacher_cls_token, teacher_features = model.forward_teacher(global_views)
+            teacher_cls_out = model.teacher_head.dino_head(teacher_cls_token)
+            teacher_masked_out = model.teacher_head.ibot_head(teacher_features[mask])
+        student_global_cls_token, student_global_masked_features = model.forward_student(
+            global_views, mask=mask
+        )
+        student_global_cls_out = model.student_head.dino_head(student_global_cls_token)
+        student_global_masked_out = model.student_head.ibot_head(student_global_masked_features)
+        student_local_cls_token, _ = model.forward_student(local_views, mask=None)
+        student_local_cls_out = model.student_head.dino_head(student_local_cls_token)
+        student_cls_out = torch.cat([student_global_cls_out, student_local_cls_out])
+        global_step = epoch * num_batches + batch_idx
+        teacher_temp = linear_warmup_schedule(
+            step=global_step, warmup_steps=int(30 / epochs * total_steps),
+            start_value=0.04, end_value=0.07,
+        )
+        dino_loss = dino_criterion(
+            teacher_out=teacher_cls_out.chunk(2),
+            student_out=student_cls_out.chunk(len(views)),
+            teacher_temp=teacher_temp,
+        )
+        ibot_loss = ibot_criterion(
+            teacher_out=teacher_masked_out, student_out=student_global_masked_out,
+            mask=block_mask, teacher_temp=teacher_temp,
+        )
+        koleo_loss = 0.1 * sum(koleo_criterion(t) for t in student_global_cls_token.chunk(2))
+        loss = dino_loss + ibot_loss + koleo_loss
+        loss.backward()
+        weight_decay = cosine_schedule(
+            step=global_step, max_steps=total_steps, start_value=0.04, end_value=0.4
+        )
+        for group in optimizer.param_groups:
+            if group["weight_decay"] != 0.0:
+                group["weight_decay"] = weight_decay
+        optimizer.step()
+        optimizer.zero_grad()
+        momentum = cosine_schedule(
+            step=global_step, max_steps=total_steps, start_value=0.992, end_value=1.0
+        )
+        update_momentum(model.student_backbone, model.teacher_backbone, m=momentum)
+        update_momentum(model.student_head, model.teacher_head, m=momentum)
+    print(f"epoch {epoch} loss {loss.item():.4f}", flush=True)
+torch.save(model.teacher_backbone.vit.state_dict(), save_to)
+"""
+
 
 #: The examples whose backbone is the ViT of fastssl's recipe (:func:`vit_backbone`) and
 #: whose rows are scored as the method benchmark scores them: ``fastssl eval knn linear
-#: --no-augment`` (the linear probe judges CAPI, a masked-image method; kNN judges MSN and
-#: PMSN).
-VIT_EXAMPLES = frozenset({"capi", "msn", "pmsn"})
+#: --no-augment`` (the linear probe judges CAPI, a masked-image method; kNN judges MSN,
+#: PMSN and DINOv2).
+VIT_EXAMPLES = frozenset({"capi", "msn", "pmsn", "dinov2"})
+
+#: The ViT an example trains where it differs from its recipe's: DINOv2's example keeps its
+#: LayerScale (``init_values``), which fastssl's recipe leaves out.
+EXAMPLE_BACKBONES = {
+    "dinov2": "timm:vit_tiny_patch16_224(patch_size=4, depth=6, init_values=1.0e-05)",
+}
 
 
 def vit_backbone(method: str) -> str:
     """The backbone of ``method``'s small-image recipe (a ``timm:`` ViT name)."""
     backbone: str = load_recipe(method)["method_kwargs"]["backbone"]
     return backbone
+
+
+def example_backbone(method: str) -> str:
+    """The backbone ``method``'s example trains and saves (a ``timm:`` ViT name): its
+    recipe's (:func:`vit_backbone`) unless :data:`EXAMPLE_BACKBONES` names another."""
+    return EXAMPLE_BACKBONES.get(method) or vit_backbone(method)
 
 
 def torchvision_resnet18(weights: Path | None = None, seed: int = 0) -> nn.Module:
@@ -642,7 +775,7 @@ def lightly_example(
     wall = run(command, work / f"lightly-{method}.log")
     if method in VIT_EXAMPLES:
         checkpoint, out = work / f"lightly-{method}.ckpt", work / f"lightly-{method}"
-        backbone_checkpoint(vit_backbone(method), weights, args.seed, checkpoint)
+        backbone_checkpoint(example_backbone(method), weights, args.seed, checkpoint)
         return score_checkpoint({"wall_s": wall}, checkpoint, data, out, args)
     network = torchvision_resnet18(weights)
     return {"knn_top1": knn_top1(network, data), "wall_s": wall}
@@ -737,9 +870,9 @@ def main() -> None:
         "data": args.data or f"first {args.train} / {args.test} Fashion-MNIST images",
         "input_size": 32,
         "backbone": "ResNet-18, standard stem (lightly: torchvision; fastssl: timm:resnet18); "
-        "capi, msn, pmsn: the recipe's ViT",
+        "capi, msn, pmsn, dinov2: the recipe's ViT (dinov2's with LayerScale)",
         "eval": "weighted kNN k=200 t=0.1 on the test images, one function for every ResNet "
-        "row; the ViT rows (capi, msn, pmsn): fastssl eval knn linear --no-augment",
+        "row; the ViT rows (capi, msn, pmsn, dinov2): fastssl eval knn linear --no-augment",
         "seed": args.seed,
         "fastssl_recipes": not args.examples_only,
     }
