@@ -613,7 +613,7 @@ EXAMPLES["pmsn"] = MSN_EXAMPLE.format(loss="PMSNLoss")
 # at 32 / 16 px, otherwise as shipped: the default DINOv2 head (2048-256-65536, shared by
 # the DINO and iBOT losses), block masks on both global crops, KoLeo 0.1, AdamW 1e-3 at
 # batch 64 with weight decay 0.04 -> 0.4, teacher momentum 0.992 -> 1, and the teacher
-# temperature warmed up from 0.04 towards 0.07 over ``30 / epochs`` of the run's steps
+# temperature warmed up from 0.04 towards 0.07 over ``30 / epochs`` times the run's steps
 # (tuned for its 50 epochs: over 10 it stays below 0.05). It saves the teacher.
 EXAMPLES["dinov2"] = """
 import timm
