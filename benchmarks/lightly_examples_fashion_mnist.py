@@ -6,7 +6,9 @@ PMSN and DINOv2 on request) on Fashion-MNIST, same data, backbone family and epo
   as lightly 1.6.0 ships it (its heads, loss, optimizer, momentum schedule and batch
   size), with three changes only: the images come from the prepared folder
   (``LightlyDataset(input_dir=...)``), the views are made at 32 px (DINO's and SwaV's
-  local crops at 16 px, as the fastssl recipes), and the epochs are ``--epochs``; SMoG's
+  local crops at 16 px, as the fastssl recipes), and the epochs are ``--epochs``
+  (``--precision bf16-mixed`` runs the whole program under CPU bf16 autocast, as fastssl's
+  recipes train, for the examples too slow in float32 on a CPU); SMoG's
   example does not run as lightly 1.6.0 ships it, so its row runs the SMoG model of
   LightlySSL's ImageNette benchmark script (see its entry in :data:`EXAMPLES`).
   Backbone: torchvision's ResNet-18 without its classifier (``children()[:-1]``), as in
@@ -33,7 +35,7 @@ benchmarks/results/lightly_examples_fashion_mnist.json) and the table beside it 
 Usage: python benchmarks/lightly_examples_fashion_mnist.py
     [--methods simclr,byol,dino[,simsiam,moco,swav,tico,smog,capi,msn,pmsn,dinov2]]
     [--epochs 10] [--train 10000] [--test 2000] [--data DIR] [--workers 2] [--seed 0]
-    [--examples-only] [--out F]
+    [--examples-only] [--precision {32-true,bf16-mixed}] [--out F]
 """
 
 from __future__ import annotations
@@ -91,8 +93,12 @@ from lightly.transforms import (
 )
 from lightly.utils.scheduler import cosine_schedule
 
-folder, save_to = sys.argv[1], sys.argv[5]
+folder, save_to, precision = sys.argv[1], sys.argv[5], sys.argv[6]
 workers, epochs, seed = (int(arg) for arg in sys.argv[2:5])
+if precision == "bf16-mixed":
+    # The whole program under CPU autocast, as Lightning's bf16-mixed trains fastssl's
+    # recipes (parameters, optimizer and EMA stay float32; matrix products run in bf16).
+    torch.autocast("cpu", dtype=torch.bfloat16).__enter__()
 torch.manual_seed(seed)
 resnet = torchvision.models.resnet18()
 backbone = nn.Sequential(*list(resnet.children())[:-1])
@@ -726,6 +732,10 @@ torch.save(model.teacher_backbone.vit.state_dict(), save_to)
 """
 
 
+#: The arithmetic an example can run in (``--precision``): LightlySSL's float32, or bf16
+#: autocast over the whole program as fastssl's ``bf16-mixed`` recipes train.
+PRECISIONS = ("32-true", "bf16-mixed")
+
 #: The examples whose backbone is the ViT of fastssl's recipe (:func:`vit_backbone`) and
 #: whose rows are scored as the method benchmark scores them: ``fastssl eval knn linear
 #: --no-augment`` (the linear probe judges CAPI, a masked-image method; kNN judges MSN,
@@ -770,7 +780,7 @@ def lightly_example(
     program = textwrap.dedent(EXAMPLE_HEAD) + textwrap.dedent(EXAMPLES[method])
     command = [
         sys.executable, "-c", program, str(data / "train"), str(args.workers),
-        str(args.epochs), str(args.seed), str(weights),
+        str(args.epochs), str(args.seed), str(weights), args.precision,
     ]  # fmt: skip
     wall = run(command, work / f"lightly-{method}.log")
     if method in VIT_EXAMPLES:
@@ -821,6 +831,14 @@ def main() -> None:
         action="store_true",
         help="run LightlySSL's examples and the random baselines, not the fastssl recipes "
         "(whose rows benchmarks/methods_fashion_mnist.py measures on the same data and seed)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="32-true",
+        help="arithmetic of the examples: 32-true (float32, as LightlySSL ships them; the "
+        "default) or bf16-mixed (the whole program under CPU bf16 autocast, as fastssl's "
+        "recipes train; about 1.7x faster for DINOv2's example on a 2-core AMD EPYC)",
     )
     parser.add_argument(
         "--out", default=str(ROOT / "benchmarks/results/lightly_examples_fashion_mnist.json")
@@ -874,6 +892,7 @@ def main() -> None:
         "eval": "weighted kNN k=200 t=0.1 on the test images, one function for every ResNet "
         "row; the ViT rows (capi, msn, pmsn, dinov2): fastssl eval knn linear --no-augment",
         "seed": args.seed,
+        "example_precision": args.precision,
         "fastssl_recipes": not args.examples_only,
     }
     write_report(args.out, setup, rows, (load_before, load_after))

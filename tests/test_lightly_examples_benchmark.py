@@ -49,12 +49,14 @@ def half_folder(folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def run_example(method: str, folder: Path, weights: Path) -> dict[str, torch.Tensor]:
+def run_example(
+    method: str, folder: Path, weights: Path, precision: str = "32-true"
+) -> dict[str, torch.Tensor]:
     """Runs ``method``'s example as the benchmark does (0 workers, 1 epoch, seed 0);
     returns the state dict it saved to ``weights``."""
     program = textwrap.dedent(bench.EXAMPLE_HEAD) + textwrap.dedent(bench.EXAMPLES[method])
     done = subprocess.run(
-        [sys.executable, "-c", program, str(folder), "0", "1", "0", str(weights)],
+        [sys.executable, "-c", program, str(folder), "0", "1", "0", str(weights), precision],
         capture_output=True, text=True, check=False, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
@@ -114,6 +116,48 @@ def test_vit_example_saves_the_recipes_vit_which_the_scored_checkpoint_holds(
         # first AdamW step at 1e-3 (its 2 steps end at momentum 1): 0.8 % of that step.
         assert any(not torch.equal(value, saved[key]) for key, value in initial.items())
         torch.testing.assert_close(saved, initial, atol=2e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("precision", "product_dtype"), [("32-true", torch.float32), ("bf16-mixed", torch.bfloat16)]
+)
+def test_precision_runs_the_example_program_under_cpu_autocast(
+    precision: str, product_dtype: torch.dtype, tmp_path: Path
+) -> None:
+    # What every example's loop runs after the shared head: its parameters stay float32,
+    # its matrix products take the precision's dtype.
+    probe = """
+layer = nn.Linear(4, 3)
+print(layer.weight.dtype, layer(torch.randn(2, 4)).dtype)
+"""
+    program = textwrap.dedent(bench.EXAMPLE_HEAD) + probe
+    argv = [str(tmp_path), "0", "1", "0", str(tmp_path / "w.pt"), precision]
+    done = subprocess.run(
+        [sys.executable, "-c", program, *argv], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["torch.float32", str(product_dtype)]
+
+
+def test_precision_is_passed_to_the_example_and_recorded(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    commands: list[list[str]] = []
+
+    def run(command: list[str], log: Path) -> float:
+        commands.append(command)
+        # The example's weights: an untrained ResNet-18 without its classifier.
+        network = nn.Sequential(*list(torchvision.models.resnet18().children())[:-1])
+        torch.save(network.state_dict(), command[-2])
+        return 1.0
+
+    monkeypatch.setattr(bench, "run", run)
+    monkeypatch.setattr(bench, "knn_top1", lambda network, data: 0.7)
+    out = tmp_path / "report.json"
+    argv = ["bench", "--methods", "simclr", "--examples-only", "--data", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", [*argv, "--precision", "bf16-mixed", "--out", str(out)])
+    bench.main()
+    assert [command[-1] for command in commands] == ["bf16-mixed"]
+    assert json.loads(out.read_text())["setup"]["example_precision"] == "bf16-mixed"
 
 
 def test_torchvision_resnet18_is_the_examples_backbone_flattened(tmp_path: Path) -> None:
