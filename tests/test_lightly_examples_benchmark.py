@@ -49,14 +49,12 @@ def half_folder(folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def run_example(
-    method: str, folder: Path, weights: Path, precision: str = "32-true"
-) -> dict[str, torch.Tensor]:
-    """Runs ``method``'s example as the benchmark does (0 workers, 1 epoch, seed 0);
+def run_example(method: str, folder: Path, weights: Path) -> dict[str, torch.Tensor]:
+    """Runs ``method``'s example as the benchmark does (0 workers, 1 epoch, seed 0, float32);
     returns the state dict it saved to ``weights``."""
     program = textwrap.dedent(bench.EXAMPLE_HEAD) + textwrap.dedent(bench.EXAMPLES[method])
     done = subprocess.run(
-        [sys.executable, "-c", program, str(folder), "0", "1", "0", str(weights), precision],
+        [sys.executable, "-c", program, str(folder), "0", "1", "0", str(weights), "32-true"],
         capture_output=True, text=True, check=False, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
@@ -145,9 +143,8 @@ def test_precision_is_passed_to_the_example_and_recorded(
 
     def run(command: list[str], log: Path) -> float:
         commands.append(command)
-        # The example's weights: an untrained ResNet-18 without its classifier.
-        network = nn.Sequential(*list(torchvision.models.resnet18().children())[:-1])
-        torch.save(network.state_dict(), command[-2])
+        # The example's weights: an untrained ResNet-18 as the examples build it.
+        torch.save(bench.torchvision_resnet18().state_dict(), command[-2])
         return 1.0
 
     monkeypatch.setattr(bench, "run", run)
